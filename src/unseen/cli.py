@@ -1,0 +1,152 @@
+"""The ``unseen`` command: a thin face on the Python API (every command is one call of it)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated, Any, Iterator, Optional
+
+import typer
+from rich.console import Console
+from rich.panel import Panel
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from unseen import experiment
+from unseen.data import list_datasets
+from unseen.errors import UnseenError
+from unseen.report import console as tables
+
+app = typer.Typer(
+    name="unseen", help="Machine learning on data you are not allowed to see.", no_args_is_help=True,
+    add_completion=False, pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+FormatOpt = Annotated[str, typer.Option("--format", help="table (for people) or json (for programs)")]
+
+
+def _check_format(fmt: str) -> None:
+    if fmt not in ("table", "json"):
+        raise UnseenError(f"--format {fmt!r} is unknown: use --format table or --format json.")
+
+
+@contextmanager
+def _progress(enabled: bool) -> Iterator[experiment.Hooks]:
+    """Progress bars on stderr (stdout stays clean for --format json): rounds, and clients within a round."""
+    if not enabled:
+        yield experiment.Hooks()
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+               TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=err, transient=False) as bar:
+        tasks: dict[str, Any] = {}
+
+        def on_start(total: int, done: int) -> None:
+            tasks["rounds"] = bar.add_task("rounds", total=total, completed=done, info="")
+            tasks["clients"] = bar.add_task("  clients", total=1, info="")
+
+        def on_client(done: int, total: int) -> None:
+            bar.update(tasks["clients"], completed=done, total=total)
+
+        def on_round(metrics: dict[str, Any]) -> None:
+            acc = metrics.get("test_accuracy")
+            info = f"acc {100 * acc:.2f}%" if acc is not None else ""
+            if metrics["rejected"]:
+                info += f" [red]{metrics['rejected']} rejected[/]"
+            bar.update(tasks["rounds"], completed=metrics["round"], info=info)
+
+        yield experiment.Hooks(on_start=on_start, on_round=on_round, on_client=on_client)
+
+
+def _show(result: experiment.RunResult, fmt: str) -> None:
+    if fmt == "json":
+        out.print_json(json.dumps(result.results, default=float))
+        return
+    out.print(tables.results_table(result.results))
+    if len(result.results["final"]["per_client"]) > 1:
+        out.print(tables.clients_table(result.results))
+    if result.results["rejected_updates"]:
+        out.print(tables.rejections_table(result.results))
+    out.print(f"run folder: [bold]{result.run_dir}[/] (results.json, spec.toml, checkpoints/, log.txt)")
+
+
+@app.command("run")
+def run_cmd(
+    spec: Annotated[Optional[Path], typer.Argument(help="experiment spec (TOML); defaults apply to missing keys")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", "-s", help="override a field: --set federated.rounds=20")] = None,
+    resume: Annotated[Optional[Path], typer.Option("--resume", help="continue an interrupted run folder")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="parent folder of the run folder")] = None,
+    fmt: FormatOpt = "table",
+) -> None:
+    """Train centrally or federated as SPEC says; write runs/<name>-<timestamp>/."""
+    _check_format(fmt)
+    with _progress(fmt == "table") as hooks:
+        if resume is not None:
+            if spec is not None or set_:
+                raise UnseenError("--resume continues a run with its own spec.toml: drop SPEC and --set.")
+            result = experiment.resume(resume, hooks=hooks)
+        else:
+            result = experiment.run(experiment.load_spec(spec, set_ or []), output_dir=output, hooks=hooks)
+    _show(result, fmt)
+
+
+@app.command()
+def demo(
+    dataset: Annotated[str, typer.Option(help="breast_cancer (5 simulated hospitals) or heart_disease (4 real ones)")] = "breast_cancer",
+    output: Annotated[Path, typer.Option("--output", "-o", help="parent folder of the run folder")] = Path("runs"),
+    fmt: FormatOpt = "table",
+) -> None:
+    """Federated logistic regression across hospitals, beside the same model trained on pooled data."""
+    _check_format(fmt)
+    spec = experiment.demo_spec(dataset)
+    with _progress(fmt == "table") as hooks:
+        result, pooled = experiment.run_demo(spec, output_dir=output, hooks=hooks)
+    if fmt == "json":
+        out.print_json(json.dumps({"federated_accuracy": result.accuracy, "pooled_accuracy": pooled,
+                                   "run_dir": str(result.run_dir), "results": result.results}, default=float))
+        return
+    _show(result, fmt)
+    n = len(result.results["dataset"]["client_sizes"])
+    out.print(tables.comparison_table([
+        (f"federated (FedAvg, {n} hospitals)", result.accuracy, "stayed in each hospital"),
+        ("central logistic regression (scikit-learn)", pooled, "pooled in one place"),
+    ]))
+
+
+@app.command()
+def datasets(fmt: FormatOpt = "table") -> None:
+    """List datasets, whether each is available locally, and where unseen looked."""
+    _check_format(fmt)
+    statuses = list_datasets()
+    if fmt == "json":
+        out.print_json(json.dumps([asdict(s) for s in statuses]))
+    else:
+        out.print(tables.datasets_table(statuses))
+
+
+@app.command()
+def version() -> None:
+    """Print the unseen version."""
+    from unseen import __version__
+
+    out.print(__version__)
+
+
+def main() -> None:
+    """Entry point: user errors print one paragraph and exit 2; no traceback."""
+    try:
+        app()
+    except UnseenError as exc:
+        err.print(Panel(str(exc), title="[bold red]error[/]", title_align="left", border_style="red"))
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted.[/] Continue with: unseen run --resume <run folder>")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

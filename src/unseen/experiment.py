@@ -1,0 +1,610 @@
+"""The experiment spec and the one place that wires a run.
+
+An :class:`ExperimentSpec` is validated TOML (sections ``[data] [model] [train] [federated]
+[privacy] [audit] [output] [runtime]`` and a ``seed``). :func:`run` turns a spec into a run folder
+``<output.dir>/<name>-<timestamp>/`` holding ``spec.toml`` (the resolved spec), ``results.json``,
+``checkpoints/``, ``model.pt`` and ``log.txt``; :func:`resume` continues an interrupted one.
+
+Privacy settings live in ``[privacy]``; performance settings (threads, device, evaluation batch size)
+live in ``[runtime]`` and can never change a guarantee.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import sys
+import time
+import tomllib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from difflib import get_close_matches
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import tomli_w
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+import unseen
+from unseen.data import DATASETS, Dataset, load, partition
+from unseen.data.datasets import FILE_DATASET
+from unseen.errors import CheckpointError, SpecError, UnseenError
+from unseen.federated import LocalTraining, ServerOptimizer, evaluate, get_flat
+from unseen.federated.server import DEFAULT_LR
+from unseen.models import MODELS, init_model
+from unseen.privacy import PrivacyGuarantee
+from unseen.runtime.checkpoint import load_latest, save_checkpoint
+from unseen.runtime.simulation import Adversary, SimulationPlan, SimulationState, initial_state, simulate
+
+log = logging.getLogger("unseen")
+
+# --- The spec ---------------------------------------------------------------------------------
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class PartitionSpec(_Section):
+    """How training data is split across simulated clients."""
+
+    method: Literal["iid", "dirichlet", "shards", "natural"] = "iid"
+    alpha: float = Field(0.5, gt=0, description="Dirichlet concentration: smaller means more label skew")
+    shards_per_client: int = Field(2, ge=1)
+
+
+class DataSpec(_Section):
+    name: str = "breast_cancer"
+    path: str | None = Field(None, description="your CSV or Parquet file (with name = 'file')")
+    target: str | None = Field(None, description="label column of your file")
+    silo_column: str | None = Field(None, description="column naming the silo each row belongs to")
+    test_fraction: float = Field(0.25, gt=0, lt=1)
+    partition: PartitionSpec = PartitionSpec()
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        if name != FILE_DATASET and name not in DATASETS:
+            near = get_close_matches(name, list(DATASETS), n=1)
+            hint = f"did you mean {near[0]!r}? " if near else ""
+            raise ValueError(
+                f"unknown dataset; {hint}use one of {', '.join(DATASETS)}, or 'file' with path and target "
+                f"for your own CSV/Parquet"
+            )
+        return name
+
+    @model_validator(mode="after")
+    def _file_fields(self) -> DataSpec:
+        if self.name == FILE_DATASET and (self.path is None or self.target is None):
+            raise ValueError("name = 'file' needs both path (a CSV or Parquet file) and target (its label column)")
+        if self.name != FILE_DATASET and (self.path or self.target or self.silo_column):
+            raise ValueError(f"path/target/silo_column are for your own file: set name = 'file' (not {self.name!r})")
+        return self
+
+
+class ModelSpec(_Section):
+    name: Literal["logreg", "mlp", "cnn", "he_cnn"] = "logreg"
+    hidden: list[int] = Field(default_factory=lambda: [200, 200], description="MLP hidden layer widths")
+
+    @field_validator("hidden")
+    @classmethod
+    def _positive(cls, hidden: list[int]) -> list[int]:
+        if any(h < 1 for h in hidden):
+            raise ValueError("every hidden layer width must be >= 1")
+        return hidden
+
+
+class TrainSpec(_Section):
+    """Local training: per round for federated runs, in total for central runs."""
+
+    epochs: int = Field(1, ge=1, description="local epochs per round (federated) or total epochs (central)")
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(0.1, gt=0)
+    momentum: float = Field(0.0, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    eval_every: int = Field(1, ge=1, description="evaluate on the test set every this many rounds")
+
+
+class AdversarySpec(_Section):
+    """Simulated malicious clients (clients 0 .. count-1), to test defences."""
+
+    count: int = Field(0, ge=0)
+    kind: Literal["scale", "nan", "wrong_shape", "noise"] = "scale"
+    factor: float = 10.0
+
+
+class FederatedSpec(_Section):
+    clients: int | None = Field(None, ge=1, description="default: the number of natural silos, else 5")
+    rounds: int = Field(10, ge=1)
+    fraction: float = Field(1.0, gt=0, le=1, description="fraction of clients sampled each round")
+    algorithm: Literal["fedavg", "fedprox", "fedadam", "fedyogi", "fedadagrad"] = "fedavg"
+    prox_mu: float = Field(0.01, ge=0, description="FedProx proximal weight")
+    server_lr: float | None = Field(None, gt=0, description="default: 1.0 for fedavg/fedprox, 0.01 for adaptive")
+    beta1: float = Field(0.9, ge=0, lt=1)
+    beta2: float = Field(0.99, ge=0, lt=1)
+    tau: float = Field(1e-3, gt=0)
+    aggregation: Literal["mean", "median", "trimmed_mean", "krum", "multi_krum"] = "mean"
+    trim_fraction: float = Field(0.1, ge=0, lt=0.5)
+    byzantine: int = Field(0, ge=0, description="attackers Krum assumes")
+    max_update_norm: float | None = Field(None, gt=0, description="reject updates with a larger L2 norm")
+    max_norm_ratio: float | None = Field(100.0, gt=1, description="reject updates this many times the median norm")
+    adversary: AdversarySpec = AdversarySpec()
+
+
+class PrivacySpec(_Section):
+    """Privacy mechanisms. Only 'none' exists yet: the run then reports no formal guarantee."""
+
+    mechanism: Literal["none"] = "none"
+
+
+class AuditSpec(_Section):
+    attacks: list[str] = Field(default_factory=list)
+
+    @field_validator("attacks")
+    @classmethod
+    def _available(cls, attacks: list[str]) -> list[str]:
+        if attacks:
+            raise ValueError("no attacks are available in this version of unseen yet; remove audit.attacks")
+        return attacks
+
+
+class OutputSpec(_Section):
+    dir: str = "runs"
+    checkpoint_every: int = Field(1, ge=1)
+    keep_checkpoints: int = Field(2, ge=1)
+
+
+class RuntimeSpec(_Section):
+    """Performance settings: they never change a privacy guarantee, only speed (and float rounding)."""
+
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int | None = Field(None, ge=1)
+    eval_batch_size: int = Field(2048, ge=1)
+
+
+class ExperimentSpec(_Section):
+    """A whole experiment. Every field has a default: an empty spec trains the demo."""
+
+    name: str = Field("experiment", pattern=r"^[A-Za-z0-9_.-]+$")
+    mode: Literal["federated", "central"] = "federated"
+    seed: int = Field(0, ge=0)
+    data: DataSpec = DataSpec()
+    model: ModelSpec = ModelSpec()
+    train: TrainSpec = TrainSpec()
+    federated: FederatedSpec = FederatedSpec()
+    privacy: PrivacySpec = PrivacySpec()
+    audit: AuditSpec = AuditSpec()
+    output: OutputSpec = OutputSpec()
+    runtime: RuntimeSpec = RuntimeSpec()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ExperimentSpec:
+        fed = self.federated
+        has_silos = (self.data.silo_column is not None if self.data.name == FILE_DATASET
+                     else DATASETS[self.data.name].silos)
+        if self.data.partition.method == "natural" and not has_silos:
+            raise ValueError(
+                f"data.partition.method = 'natural' needs silos, and {self.data.name!r} has none: use a dataset "
+                f"with silos (heart_disease, femnist), set data.silo_column for your own file, or use 'iid'"
+            )
+        if fed.aggregation in ("krum", "multi_krum") and fed.clients is not None:
+            per_round = max(1, round(fed.fraction * fed.clients))
+            if per_round <= 2 * fed.byzantine + 2:
+                raise ValueError(
+                    f"federated.aggregation = {fed.aggregation!r} needs more than 2 * byzantine + 2 = "
+                    f"{2 * fed.byzantine + 2} clients per round, but {per_round} are sampled: raise "
+                    f"federated.clients or federated.fraction, or lower federated.byzantine"
+                )
+        if fed.adversary.count and fed.clients is not None and fed.adversary.count > fed.clients:
+            raise ValueError(f"federated.adversary.count = {fed.adversary.count} exceeds federated.clients = {fed.clients}")
+        return self
+
+
+# --- Loading specs, with errors a person can act on -------------------------------------------
+
+_FIX = {
+    "greater_than": "use a value greater than {gt}",
+    "greater_than_equal": "use a value of at least {ge}",
+    "less_than": "use a value less than {lt}",
+    "less_than_equal": "use a value of at most {le}",
+    "int_parsing": "write a whole number, e.g. 10",
+    "int_type": "write a whole number, e.g. 10",
+    "int_from_float": "write a whole number, e.g. 10",
+    "float_parsing": "write a number, e.g. 0.1",
+    "float_type": "write a number, e.g. 0.1",
+    "bool_parsing": "write true or false",
+    "string_type": "write a quoted string",
+    "list_type": "write a list, e.g. [1, 2]",
+    "model_type": "write a table (a [section])",
+    "literal_error": "use one of {expected}",
+    "string_pattern_mismatch": "use only letters, digits, '_', '.' and '-'",
+}
+
+
+def _section_fields(loc: tuple[Any, ...]) -> list[str]:
+    """The valid keys of the spec section at ``loc`` (for suggesting the nearest one to a typo)."""
+    cls: Any = ExperimentSpec
+    for part in loc:
+        field = cls.model_fields.get(part) if isinstance(part, str) else None
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return []
+        cls = field.annotation
+    return list(cls.model_fields)
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """One paragraph per problem: the field, the value, the rule and the fix."""
+    lines = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        where = ".".join(str(p) for p in loc) or "spec"
+        got = err.get("input")
+        ctx = err.get("ctx") or {}
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            valid = _section_fields(loc[:-1])
+            near = get_close_matches(str(loc[-1]), valid, n=1)
+            section = ".".join(str(p) for p in loc[:-1]) or "the top level"
+            fix = f"did you mean {'.'.join([*map(str, loc[:-1]), near[0]])!r}?" if near else "remove it"
+            lines.append(f"{where}: unknown key in {section}. Fix: {fix} Valid keys there: {', '.join(valid)}.")
+            continue
+        if kind == "missing":
+            lines.append(f"{where}: required but missing. Fix: add it.")
+            continue
+        message = err["msg"].removeprefix("Value error, ")
+        fix = _FIX.get(kind, "").format(**{k: v for k, v in ctx.items()})
+        shown = repr(got) if not isinstance(got, dict) else "a table"
+        lines.append(f"{where} = {shown}: {message}." + (f" Fix: {fix}." if fix else ""))
+    count = len(lines)
+    head = "The spec has 1 problem:" if count == 1 else f"The spec has {count} problems:"
+    return head + "\n" + "\n".join(f"  - {line}" for line in lines)
+
+
+def parse_spec(raw: dict[str, Any]) -> ExperimentSpec:
+    """Validate a spec given as nested dicts (as parsed from TOML)."""
+    try:
+        return ExperimentSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise SpecError(format_validation_error(exc)) from None
+
+
+def _parse_value(text: str) -> Any:
+    """A --set value: TOML syntax when it parses (numbers, booleans, lists), else a plain string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """Apply ``key.path=value`` overrides (as given to ``--set``) to a raw spec dict, in place."""
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise SpecError(f"--set {item!r}: write --set section.key=value, e.g. --set federated.rounds=20.")
+        parts = key.strip().split(".")
+        node = raw
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise SpecError(f"--set {item!r}: {part!r} is a value, not a section.")
+            node = child
+        node[parts[-1]] = _parse_value(value.strip())
+    return raw
+
+
+def load_spec(path: str | Path | None = None, overrides: Iterable[str] = ()) -> ExperimentSpec:
+    """Read a TOML spec (or start from the defaults when ``path`` is None) and apply ``--set`` overrides."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise SpecError(f"spec file {str(path)!r} does not exist. Give the path of a TOML spec (see examples/).")
+        try:
+            raw = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise SpecError(f"{path} is not valid TOML: {exc}. Fix the syntax at that line.") from None
+    return parse_spec(apply_overrides(raw, overrides))
+
+
+def spec_to_toml(spec: ExperimentSpec) -> str:
+    return tomli_w.dumps(spec.model_dump(mode="json", exclude_none=True))
+
+
+# --- Wiring a run -----------------------------------------------------------------------------
+
+
+@dataclass
+class RunResult:
+    """What :func:`run` returns: the run folder, the results (as in results.json) and the final weights."""
+
+    run_dir: Path
+    results: dict[str, Any]
+    params: torch.Tensor
+
+    @property
+    def accuracy(self) -> float:
+        return float(self.results["final"]["test_accuracy"])
+
+
+@dataclass
+class Hooks:
+    """Optional callbacks, e.g. for progress bars: ``on_start(total_rounds, done_rounds)``,
+    ``on_round(metrics)``, ``on_client(done, total)``."""
+
+    on_start: Callable[[int, int], None] | None = None
+    on_round: Callable[[dict[str, Any]], None] | None = None
+    on_client: Callable[[int, int], None] | None = None
+
+
+def select_device(setting: str) -> torch.device:
+    if setting == "cuda" and not torch.cuda.is_available():
+        raise SpecError("runtime.device = 'cuda' but no CUDA device is available here. Use 'auto' or 'cpu'.")
+    if setting == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(setting)
+
+
+def load_dataset(spec: ExperimentSpec) -> Dataset:
+    d = spec.data
+    return load(d.name, path=d.path, target=d.target, silo_column=d.silo_column,
+                test_fraction=d.test_fraction, seed=spec.seed)
+
+
+def _num_clients(spec: ExperimentSpec, dataset: Dataset) -> int:
+    if spec.mode == "central":
+        return 1
+    if spec.federated.clients is not None:
+        return spec.federated.clients
+    if spec.data.partition.method == "natural" and dataset.silo_names:
+        return len(dataset.silo_names)
+    return 5
+
+
+def _privacy_guarantees(spec: ExperimentSpec) -> list[PrivacyGuarantee]:
+    if spec.mode == "central":
+        threat = ("Training data is pooled in one place and the model is trained on it in the clear; anyone "
+                  "holding the model can attempt membership inference or model inversion.")
+    else:
+        threat = ("Records never leave their client, but the server sees each client's model update in the "
+                  "clear; updates can leak training records (gradient inversion, membership inference).")
+    return [PrivacyGuarantee.none(
+        reason="no differential privacy mechanism is configured (privacy.mechanism = 'none')",
+        threat_model=threat)]
+
+
+def build_plan(spec: ExperimentSpec, dataset: Dataset, device: torch.device) -> tuple[SimulationPlan, list[np.ndarray]]:
+    """Turn a spec and a loaded dataset into a simulation plan and the client index arrays."""
+    n_clients = _num_clients(spec, dataset)
+    if spec.mode == "central":
+        parts = [np.arange(len(dataset.train))]
+    else:
+        p = spec.data.partition
+        parts = partition(dataset.train.y, n_clients, p.method, seed=spec.seed, alpha=p.alpha,
+                          shards_per_client=p.shards_per_client, groups=dataset.train.groups)
+    x = torch.from_numpy(dataset.train.x).to(device)
+    y = torch.from_numpy(dataset.train.y).to(device)
+    clients = [(x[torch.from_numpy(idx).to(device)], y[torch.from_numpy(idx).to(device)]) for idx in parts]
+    model = init_model(spec.model.name, dataset.input_shape, dataset.n_classes, seed=spec.seed,
+                       hidden=tuple(spec.model.hidden)).to(device)
+    fed = spec.federated
+    central = spec.mode == "central"
+    kind = {"fedadam": "adam", "fedyogi": "yogi", "fedadagrad": "adagrad"}.get(fed.algorithm, "sgd")
+    if central:  # one client holding all data, applied with lr 1: plain minibatch SGD
+        server = ServerOptimizer("sgd", 1.0)
+    else:
+        server = ServerOptimizer(kind, fed.server_lr or DEFAULT_LR[kind], fed.beta1, fed.beta2, fed.tau)
+    local = LocalTraining(
+        epochs=1 if central else spec.train.epochs, batch_size=spec.train.batch_size, lr=spec.train.lr,
+        momentum=spec.train.momentum, weight_decay=spec.train.weight_decay,
+        prox_mu=fed.prox_mu if fed.algorithm == "fedprox" and not central else 0.0,
+    )
+    per_round = n_clients if central else max(1, round(fed.fraction * n_clients))
+    if not central and fed.aggregation in ("krum", "multi_krum") and per_round <= 2 * fed.byzantine + 2:
+        raise SpecError(
+            f"federated.aggregation = {fed.aggregation!r} needs more than {2 * fed.byzantine + 2} clients per "
+            f"round (2 * byzantine + 2) but {per_round} are sampled: raise federated.clients or fraction.")
+    adv = fed.adversary
+    plan = SimulationPlan(
+        model=model, clients=clients,
+        test=(torch.from_numpy(dataset.test.x).to(device), torch.from_numpy(dataset.test.y).to(device)),
+        local=local, server=server, rounds=spec.train.epochs if central else fed.rounds,
+        clients_per_round=per_round, seed=spec.seed, rule="mean" if central else fed.aggregation,
+        trim_fraction=fed.trim_fraction, byzantine=fed.byzantine,
+        max_update_norm=None if central else fed.max_update_norm,
+        max_norm_ratio=None if central else fed.max_norm_ratio,
+        adversary=Adversary(adv.count, adv.kind, adv.factor) if adv.count and not central else None,
+        serialize=not central, eval_every=spec.train.eval_every, eval_batch_size=spec.runtime.eval_batch_size,
+    )
+    return plan, parts
+
+
+def _versions() -> dict[str, str]:
+    return {"unseen": unseen.__version__, "torch": torch.__version__, "numpy": np.__version__,
+            "python": platform.python_version()}
+
+
+def _per_client(plan: SimulationPlan, params: torch.Tensor, dataset: Dataset, parts: list[np.ndarray],
+                device: torch.device) -> list[dict[str, Any]]:
+    """The final global model on each client's own data (and its own test rows, for natural silos)."""
+    out = []
+    test_groups = dataset.test.groups
+    for i, (x, y) in enumerate(plan.clients):
+        entry: dict[str, Any] = {"client": i, "samples": len(y)}
+        entry["local_loss"], entry["local_accuracy"] = evaluate(plan.model, params, x, y, plan.eval_batch_size)
+        silo_ids = np.unique(dataset.train.groups[parts[i]]) if dataset.train.groups is not None else []
+        if test_groups is not None and len(silo_ids) == 1:
+            mask = torch.from_numpy(test_groups == silo_ids[0]).to(device)
+            if dataset.silo_names:
+                entry["silo"] = dataset.silo_names[int(silo_ids[0])]
+            entry["test_samples"] = int(mask.sum())
+            entry["test_loss"], entry["test_accuracy"] = evaluate(
+                plan.model, params, plan.test[0][mask], plan.test[1][mask], plan.eval_batch_size)
+        out.append(entry)
+    return out
+
+
+def _results(spec: ExperimentSpec, dataset: Dataset, plan: SimulationPlan, parts: list[np.ndarray],
+             state: SimulationState, device: torch.device, wall: float) -> dict[str, Any]:
+    history = state.history
+    last_eval = next(m for m in reversed(history) if "test_accuracy" in m)
+    return {
+        "name": spec.name,
+        "status": "completed",
+        "mode": spec.mode,
+        "seed": spec.seed,
+        "versions": _versions(),
+        "spec": spec.model_dump(mode="json"),
+        "dataset": {
+            "name": dataset.name, "train_samples": len(dataset.train), "test_samples": len(dataset.test),
+            "classes": dataset.n_classes, "input_shape": list(dataset.input_shape),
+            "client_sizes": [int(len(p)) for p in parts],
+        },
+        "model": {"name": spec.model.name, "parameters": int(state.params.numel())},
+        "rounds": history,
+        "final": {
+            "round": state.round,
+            "test_accuracy": last_eval["test_accuracy"],
+            "test_loss": last_eval["test_loss"],
+            "per_client": _per_client(plan, state.params, dataset, parts, device),
+        },
+        "costs": {
+            "wall_seconds": wall,
+            "train_seconds": float(sum(m["seconds"] for m in history)),
+            "seconds_per_round": float(np.median([m["seconds"] for m in history])),
+            "bytes_up": int(sum(m["bytes_up"] for m in history)),
+            "bytes_down": int(sum(m["bytes_down"] for m in history)),
+            "note": "bytes are the sizes of the serialized payloads the simulator exchanged" if plan.serialize
+            else "central training: nothing crosses a network",
+        },
+        "rejected_updates": state.rejections,
+        "privacy": {"guarantees": [g.to_dict() for g in _privacy_guarantees(spec)]},
+    }
+
+
+def _attach_log(run_dir: Path) -> logging.Handler:
+    handler = logging.FileHandler(run_dir / "log.txt")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    return handler
+
+
+def _execute(spec: ExperimentSpec, run_dir: Path, hooks: Hooks, checkpoint: dict[str, Any] | None) -> RunResult:
+    if spec.runtime.threads is not None:
+        torch.set_num_threads(spec.runtime.threads)
+    device = select_device(spec.runtime.device)
+    handler = _attach_log(run_dir)
+    started = time.perf_counter()
+    try:
+        dataset = load_dataset(spec)
+        plan, parts = build_plan(spec, dataset, device)
+        if checkpoint is None:
+            state = initial_state(plan, get_flat(plan.model).cpu())
+            log.info("run %s started: %s, %d clients, %d rounds", run_dir.name, dataset.name, len(parts), plan.rounds)
+        else:
+            state = SimulationState.from_dict(checkpoint["state"])
+            if state.params.numel() != get_flat(plan.model).numel():
+                raise CheckpointError(f"the checkpoint in {run_dir} does not match the model of its spec.toml.")
+            log.info("run %s resumed after round %d", run_dir.name, state.round)
+        prior_wall = float(checkpoint.get("wall_seconds", 0.0)) if checkpoint else 0.0
+        if hooks.on_start:
+            hooks.on_start(plan.rounds, state.round)
+
+        def on_round(new_state: SimulationState, metrics: dict[str, Any]) -> None:
+            acc = metrics.get("test_accuracy")
+            log.info("round %d: accuracy %s, %d accepted, %d rejected, %.2fs", metrics["round"],
+                     f"{acc:.4f}" if acc is not None else "-", metrics["accepted"], metrics["rejected"],
+                     metrics["seconds"])
+            if new_state.round % spec.output.checkpoint_every == 0 or new_state.round == plan.rounds:
+                save_checkpoint(run_dir / "checkpoints", new_state.round, {
+                    "state": new_state.to_dict(),
+                    "rng": {"scheme": "counter-based: SeedSequence([seed, round, client])", "seed": spec.seed,
+                            "torch": torch.get_rng_state()},
+                    "wall_seconds": prior_wall + time.perf_counter() - started,
+                }, keep=spec.output.keep_checkpoints)
+            if hooks.on_round:
+                hooks.on_round(metrics)
+
+        state = simulate(plan, state, on_round=on_round, on_client=hooks.on_client)
+        results = _results(spec, dataset, plan, parts, state, device, prior_wall + time.perf_counter() - started)
+        (run_dir / "results.json").write_text(json.dumps(results, indent=2, default=float))
+        torch.save(state.params, run_dir / "model.pt")
+        log.info("run %s completed: test accuracy %.4f", run_dir.name, results["final"]["test_accuracy"])
+        return RunResult(run_dir, results, state.params)
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+
+
+def new_run_dir(spec: ExperimentSpec, output_dir: str | Path | None = None) -> Path:
+    base = Path(output_dir) if output_dir is not None else Path(spec.output.dir)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    run_dir = base / f"{spec.name}-{stamp}"
+    suffix = 1
+    while run_dir.exists():
+        suffix += 1
+        run_dir = base / f"{spec.name}-{stamp}-{suffix}"
+    run_dir.mkdir(parents=True)
+    return run_dir
+
+
+def run(spec: ExperimentSpec, *, output_dir: str | Path | None = None, hooks: Hooks | None = None) -> RunResult:
+    """Run an experiment in a new run folder under ``output_dir`` (default: ``spec.output.dir``)."""
+    run_dir = new_run_dir(spec, output_dir)
+    (run_dir / "spec.toml").write_text(spec_to_toml(spec))
+    return _execute(spec, run_dir, hooks or Hooks(), None)
+
+
+def resume(run_dir: str | Path, *, hooks: Hooks | None = None) -> RunResult:
+    """Continue an interrupted run from its newest checkpoint (same seed: same final model)."""
+    run_dir = Path(run_dir)
+    spec_path = run_dir / "spec.toml"
+    if not spec_path.is_file():
+        raise CheckpointError(f"{run_dir} is not a run folder: it has no spec.toml. Give the folder `unseen run` created.")
+    spec = load_spec(spec_path)
+    checkpoint = load_latest(run_dir / "checkpoints")
+    return _execute(spec, run_dir, hooks or Hooks(), checkpoint)
+
+
+__all__ = [
+    "AdversarySpec", "AuditSpec", "DataSpec", "ExperimentSpec", "FederatedSpec", "Hooks", "ModelSpec",
+    "OutputSpec", "PartitionSpec", "PrivacySpec", "RunResult", "RuntimeSpec", "TrainSpec", "UnseenError",
+    "apply_overrides", "build_plan", "load_dataset", "load_spec", "parse_spec", "resume", "run", "spec_to_toml",
+]
+
+
+# --- The demo ---------------------------------------------------------------------------------
+
+DEMO_DATASETS = ("breast_cancer", "heart_disease")
+
+
+def demo_spec(dataset: str = "breast_cancer") -> ExperimentSpec:
+    """The default experiment: federated logistic regression across hospitals."""
+    if dataset not in DEMO_DATASETS:
+        raise SpecError(f"--dataset {dataset!r}: the demo runs on {' or '.join(DEMO_DATASETS)}.")
+    partition_method = "natural" if dataset == "heart_disease" else "iid"
+    return parse_spec({
+        "name": f"demo-{dataset}",
+        "data": {"name": dataset, "partition": {"method": partition_method}},
+        "model": {"name": "logreg"},
+        "train": {"epochs": 2, "batch_size": 32, "lr": 0.1},
+        "federated": {"rounds": 40, "clients": 5 if dataset == "breast_cancer" else None},
+    })
+
+
+def run_demo(spec: ExperimentSpec, *, output_dir: str | Path | None = None,
+             hooks: Hooks | None = None) -> tuple[RunResult, float]:
+    """Run the federated demo and the pooled baseline on the same split; return both accuracies."""
+    from unseen.baselines import central_logistic_regression
+
+    result = run(spec, output_dir=output_dir, hooks=hooks)
+    pooled = central_logistic_regression(load_dataset(spec), seed=spec.seed)
+    result.results["baseline"] = {"pooled_logistic_regression_accuracy": pooled,
+                                  "note": "scikit-learn LogisticRegression on the pooled training data"}
+    (result.run_dir / "results.json").write_text(json.dumps(result.results, indent=2, default=float))
+    return result, pooled

@@ -1,0 +1,98 @@
+"""Models: logistic regression, MLP, the classic MNIST CNN, and an HE-friendly CNN with square activations.
+
+``build_model(name, input_shape, n_classes)`` returns a fresh ``torch.nn.Module``. No model here has
+BatchNorm or dropout: their state would need extra care under DP and encryption.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from math import prod
+
+import torch
+from torch import nn
+
+from unseen.errors import ModelError
+
+MODELS = ("logreg", "mlp", "cnn", "he_cnn")
+
+
+class Square(nn.Module):
+    """x -> x^2: a degree-2 activation that homomorphic encryption can evaluate (CryptoNets)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * x
+
+
+def logistic_regression(input_shape: Sequence[int], n_classes: int) -> nn.Module:
+    """Multinomial logistic regression (softmax over one linear layer)."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(prod(input_shape), n_classes))
+
+
+def mlp(input_shape: Sequence[int], n_classes: int, hidden: Sequence[int] = (200, 200)) -> nn.Module:
+    """Fully connected network with ReLU activations (McMahan et al. 2017 use 2 x 200)."""
+    layers: list[nn.Module] = [nn.Flatten()]
+    width = prod(input_shape)
+    for h in hidden:
+        layers += [nn.Linear(width, h), nn.ReLU()]
+        width = h
+    layers.append(nn.Linear(width, n_classes))
+    return nn.Sequential(*layers)
+
+
+def _image_shape(input_shape: Sequence[int], model: str) -> tuple[int, int, int]:
+    if len(input_shape) != 3:
+        raise ModelError(
+            f"model.name = {model!r} needs image input (channels, height, width); this dataset has "
+            f"{len(input_shape)}-d features {tuple(input_shape)}. Use 'logreg' or 'mlp' for tabular data."
+        )
+    c, h, w = input_shape
+    return c, h, w
+
+
+def cnn(input_shape: Sequence[int], n_classes: int) -> nn.Module:
+    """The 2-conv CNN of McMahan et al. 2017: conv5x5(32)-pool-conv5x5(64)-pool-fc512-fc."""
+    c, h, w = _image_shape(input_shape, "cnn")
+    return nn.Sequential(
+        nn.Conv2d(c, 32, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(64 * (h // 4) * (w // 4), 512), nn.ReLU(), nn.Linear(512, n_classes),
+    )
+
+
+def he_cnn(input_shape: Sequence[int], n_classes: int) -> nn.Module:
+    """CryptoNets-style CNN for encrypted inference: conv(5 maps, 5x5, stride 2)-square-fc100-square-fc.
+
+    Multiplicative depth is small and fixed, with no max-pooling or ReLU (which HE cannot evaluate).
+    """
+    c, h, w = _image_shape(input_shape, "he_cnn")
+    out_h, out_w = (h + 2 - 5) // 2 + 1, (w + 2 - 5) // 2 + 1
+    return nn.Sequential(
+        nn.Conv2d(c, 5, 5, stride=2, padding=1), Square(), nn.Flatten(),
+        nn.Linear(5 * out_h * out_w, 100), Square(), nn.Linear(100, n_classes),
+    )
+
+
+def build_model(
+    name: str, input_shape: Sequence[int], n_classes: int, *, hidden: Sequence[int] = (200, 200)
+) -> nn.Module:
+    """Build a freshly initialised model by name (uses torch's global RNG: seed it first)."""
+    if name == "logreg":
+        return logistic_regression(input_shape, n_classes)
+    if name == "mlp":
+        return mlp(input_shape, n_classes, hidden)
+    if name == "cnn":
+        return cnn(input_shape, n_classes)
+    if name == "he_cnn":
+        return he_cnn(input_shape, n_classes)
+    raise ModelError(f"model.name = {name!r} is unknown; use one of {', '.join(MODELS)}.")
+
+
+def init_model(name: str, input_shape: Sequence[int], n_classes: int, *, seed: int, **kw: object) -> nn.Module:
+    """Build a model whose initial weights depend only on ``seed`` (the global RNG is left untouched)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build_model(name, input_shape, n_classes, **kw)  # type: ignore[arg-type]
+
+
+__all__ = ["MODELS", "Square", "build_model", "cnn", "he_cnn", "init_model", "logistic_regression", "mlp"]

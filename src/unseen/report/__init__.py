@@ -1,0 +1,1 @@
+"""Presenting results: terminal tables today (the HTML report builds on the same results.json)."""

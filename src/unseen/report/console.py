@@ -1,0 +1,85 @@
+"""Rich tables for the terminal, built from the same dicts that go to results.json."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.table import Table
+
+from unseen.data.datasets import DatasetStatus
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f}%"
+
+
+def _bytes(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return str(n)
+
+
+def results_table(results: dict[str, Any]) -> Table:
+    """The summary of one run: accuracy, privacy, rejected updates and costs."""
+    table = Table(title=f"unseen run: {results['name']} ({results['mode']})", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    final, costs, ds = results["final"], results["costs"], results["dataset"]
+    table.add_row("dataset", f"{ds['name']}: {ds['train_samples']} train / {ds['test_samples']} test, "
+                             f"{len(ds['client_sizes'])} client(s)")
+    table.add_row("model", f"{results['model']['name']} ({results['model']['parameters']:,} parameters)")
+    table.add_row("rounds", str(final["round"]))
+    table.add_row("test accuracy", _pct(final["test_accuracy"]))
+    table.add_row("test loss", f"{final['test_loss']:.4f}")
+    for g in results["privacy"]["guarantees"]:
+        text = (f"no formal guarantee: {g['reason']}" if g["mechanism"] == "none"
+                else f"({g['epsilon']:.3g}, {g['delta']:.1e})-DP per {g['unit']} ({g['mechanism']})")
+        table.add_row("privacy", text)
+    table.add_row("rejected updates", str(len(results["rejected_updates"])))
+    table.add_row("time", f"{costs['wall_seconds']:.1f} s total, {costs['seconds_per_round']:.3f} s per round (median)")
+    table.add_row("bytes moved", f"{_bytes(costs['bytes_up'])} up, {_bytes(costs['bytes_down'])} down")
+    return table
+
+
+def clients_table(results: dict[str, Any]) -> Table:
+    """The final global model on each client's data."""
+    table = Table(title="per client (final global model)", title_justify="left")
+    for col in ("client", "silo", "samples", "accuracy on own data", "test accuracy"):
+        table.add_column(col, justify="right" if col != "silo" else "left")
+    for c in results["final"]["per_client"]:
+        table.add_row(str(c["client"]), c.get("silo", "-"), str(c["samples"]), _pct(c["local_accuracy"]),
+                      _pct(c.get("test_accuracy")))
+    return table
+
+
+def rejections_table(results: dict[str, Any], limit: int = 10) -> Table:
+    table = Table(title="rejected updates (never aggregated)", title_justify="left")
+    for col in ("round", "client", "reason"):
+        table.add_column(col)
+    for r in results["rejected_updates"][:limit]:
+        table.add_row(str(r["round"]), str(r["client"]), r["reason"])
+    extra = len(results["rejected_updates"]) - limit
+    if extra > 0:
+        table.add_row("...", "", f"{extra} more in results.json")
+    return table
+
+
+def datasets_table(statuses: list[DatasetStatus]) -> Table:
+    table = Table(title="datasets", title_justify="left")
+    for col in ("name", "available", "description", "where unseen looked"):
+        table.add_column(col)
+    for s in statuses:
+        table.add_row(s.name, "[green]yes[/]" if s.available else "[red]no[/]", s.description, s.location)
+    return table
+
+
+def comparison_table(rows: list[tuple[str, float, str]]) -> Table:
+    table = Table(title="federated vs pooled", title_justify="left")
+    table.add_column("training")
+    table.add_column("test accuracy", justify="right")
+    table.add_column("where the data was")
+    for name, acc, where in rows:
+        table.add_row(name, _pct(acc), where)
+    return table
