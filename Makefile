@@ -27,6 +27,7 @@ demo: install
 	$(VENV)/bin/unseen demo
 
 test: dev
+	$(VENV)/bin/ruff check src tests benchmarks
 	$(PY) -m pytest -q -m "not slow"
 
 test-slow: dev

@@ -4,15 +4,23 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Any, Iterator, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.panel import Panel
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from unseen import experiment
 from unseen.data import list_datasets
@@ -76,10 +84,10 @@ def _show(result: experiment.RunResult, fmt: str) -> None:
 
 @app.command("run")
 def run_cmd(
-    spec: Annotated[Optional[Path], typer.Argument(help="experiment spec (TOML); defaults apply to missing keys")] = None,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", "-s", help="override a field: --set federated.rounds=20")] = None,
-    resume: Annotated[Optional[Path], typer.Option("--resume", help="continue an interrupted run folder")] = None,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="parent folder of the run folder")] = None,
+    spec: Annotated[Path | None, typer.Argument(help="experiment spec (TOML); defaults apply to missing keys")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", "-s", help="override a field: --set federated.rounds=20")] = None,
+    resume: Annotated[Path | None, typer.Option("--resume", help="continue an interrupted run folder")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="parent folder of the run folder")] = None,
     fmt: FormatOpt = "table",
 ) -> None:
     """Train centrally or federated as SPEC says; write runs/<name>-<timestamp>/."""

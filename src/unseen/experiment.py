@@ -14,12 +14,11 @@ from __future__ import annotations
 import json
 import logging
 import platform
-import sys
 import time
 import tomllib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from difflib import get_close_matches
 from pathlib import Path
 from typing import Any, Literal
@@ -35,7 +34,7 @@ from unseen.data.datasets import FILE_DATASET
 from unseen.errors import CheckpointError, SpecError, UnseenError
 from unseen.federated import LocalTraining, ServerOptimizer, evaluate, get_flat
 from unseen.federated.server import DEFAULT_LR
-from unseen.models import MODELS, init_model
+from unseen.models import init_model
 from unseen.privacy import PrivacyGuarantee
 from unseen.runtime.checkpoint import load_latest, save_checkpoint
 from unseen.runtime.simulation import Adversary, SimulationPlan, SimulationState, initial_state, simulate
@@ -531,7 +530,8 @@ def _execute(spec: ExperimentSpec, run_dir: Path, hooks: Hooks, checkpoint: dict
                 hooks.on_round(metrics)
 
         state = simulate(plan, state, on_round=on_round, on_client=hooks.on_client)
-        results = _results(spec, dataset, plan, parts, state, device, prior_wall + time.perf_counter() - started)
+        results = _results(spec, dataset, plan, parts, state, device, 0.0)
+        results["costs"]["wall_seconds"] = prior_wall + time.perf_counter() - started  # incl. final evaluation
         (run_dir / "results.json").write_text(json.dumps(results, indent=2, default=float))
         torch.save(state.params, run_dir / "model.pt")
         log.info("run %s completed: test accuracy %.4f", run_dir.name, results["final"]["test_accuracy"])
@@ -543,7 +543,7 @@ def _execute(spec: ExperimentSpec, run_dir: Path, hooks: Hooks, checkpoint: dict
 
 def new_run_dir(spec: ExperimentSpec, output_dir: str | Path | None = None) -> Path:
     base = Path(output_dir) if output_dir is not None else Path(spec.output.dir)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     run_dir = base / f"{spec.name}-{stamp}"
     suffix = 1
     while run_dir.exists():

@@ -41,7 +41,7 @@ def krum_scores(updates: torch.Tensor, byzantine: int) -> torch.Tensor:
     """Krum score of each update: sum of squared distances to its k - f - 2 nearest neighbours."""
     k = len(updates)
     neighbours = k - byzantine - 2
-    if neighbours < 1:
+    if k <= 2 * byzantine + 2:  # Blanchard et al.'s condition for Krum's guarantee
         raise ValueError(f"Krum needs more than 2f + 2 updates: got {k} with f = {byzantine}")
     dist = torch.cdist(updates.double(), updates.double()) ** 2
     dist.fill_diagonal_(float("inf"))

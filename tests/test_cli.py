@@ -1,0 +1,94 @@
+"""The command line, as a user runs it: real subprocesses, real exit codes, no tracebacks."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from unseen.experiment import load_spec, run
+
+CLI = [sys.executable, "-m", "unseen.cli"]
+
+
+def unseen(*args: str, cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([*CLI, *args], capture_output=True, text=True, cwd=cwd, env=os.environ.copy(), timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def test_run_spec_with_overrides_json(tmp_path):
+    spec = tmp_path / "spec.toml"
+    spec.write_text('name = "cli"\n[data]\nname = "digits"\n[federated]\nrounds = 10\nclients = 3\n')
+    proc = unseen("run", str(spec), "--set", "federated.rounds=2", "--output", str(tmp_path / "runs"), "--format", "json")
+    results = json.loads(proc.stdout)
+    assert [m["round"] for m in results["rounds"]] == [1, 2]
+    assert results["spec"]["federated"]["clients"] == 3
+    (folder,) = list((tmp_path / "runs").iterdir())
+    assert load_spec(folder / "spec.toml").federated.rounds == 2
+
+
+def test_table_output_shows_results_and_progress(tmp_path):
+    proc = unseen("run", "--set", "federated.rounds=3", "--output", str(tmp_path))
+    assert "test accuracy" in proc.stdout and "no formal guarantee" in proc.stdout
+    assert "rounds" in proc.stderr and "3/3" in proc.stderr  # progress bars go to stderr
+
+
+def test_malformed_spec_is_one_paragraph_without_traceback(tmp_path):
+    spec = tmp_path / "bad.toml"
+    spec.write_text("[federated]\nrounds = -1\n[data.partition]\nmethod = 'dirichlet'\nalpha = 0\n")
+    proc = unseen("run", str(spec), check=False)
+    assert proc.returncode == 2
+    assert "federated.rounds" in proc.stderr and "data.partition.alpha" in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+
+
+def test_missing_dataset_offline_is_a_clear_error(tmp_path):
+    env_dir = tmp_path / "empty"
+    env_dir.mkdir()
+    proc = subprocess.run([*CLI, "run", "--set", "data.name=mnist", "--set", "model.name=cnn"],
+                          capture_output=True, text=True, env={**os.environ, "UNSEEN_DATA_DIR": str(env_dir)})
+    assert proc.returncode == 2 and "mnist/" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_datasets_lists_availability():
+    listing = {d["name"]: d for d in json.loads(unseen("datasets", "--format", "json").stdout)}
+    assert listing["breast_cancer"]["available"] is True
+    assert listing["mnist"]["available"] is (Path(os.environ["UNSEEN_DATA_DIR"]) / "mnist").is_dir()
+    assert "where unseen looked" in unseen("datasets").stdout
+
+
+def test_demo_prints_both_accuracies(tmp_path):
+    proc = unseen("demo", "--output", str(tmp_path))
+    assert "federated vs pooled" in proc.stdout and "central logistic regression" in proc.stdout
+    (folder,) = list(tmp_path.iterdir())
+    assert "baseline" in json.loads((folder / "results.json").read_text())
+
+
+def test_killed_run_resumes_to_the_same_model(tmp_path):
+    spec = tmp_path / "spec.toml"
+    spec.write_text('name = "kill"\nseed = 3\n[data]\nname = "digits"\n[model]\nname = "mlp"\nhidden = [512, 512]\n'
+                    "[federated]\nclients = 8\nrounds = 30\nfraction = 0.5\nalgorithm = 'fedyogi'\n")
+    proc = subprocess.Popen([*CLI, "run", str(spec), "--output", str(tmp_path / "runs")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    checkpoints: list[Path] = []
+    while time.time() < deadline and not checkpoints:
+        checkpoints = list((tmp_path / "runs").glob("*/checkpoints/round-*.pt"))
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)  # no chance to clean up: as a crash or a lost machine
+    proc.wait()
+    (folder,) = list((tmp_path / "runs").iterdir())
+    assert not (folder / "results.json").exists(), "the run finished before it could be killed"
+    unseen("run", "--resume", str(folder))
+    reference = run(load_spec(spec), output_dir=tmp_path / "reference")
+    assert torch.equal(torch.load(folder / "model.pt"), reference.params)
+    resumed = json.loads((folder / "results.json").read_text())
+    assert len(resumed["rounds"]) == 30
