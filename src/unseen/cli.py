@@ -136,6 +136,74 @@ def datasets(fmt: FormatOpt = "table") -> None:
         out.print(tables.datasets_table(statuses))
 
 
+privacy_app = typer.Typer(help="Privacy accounting helpers: epsilon of a configuration, noise for a target.",
+                          no_args_is_help=True)
+app.add_typer(privacy_app, name="privacy")
+
+RateOpt = Annotated[float | None, typer.Option("--rate", help="Poisson sampling rate q (batch/records, or clients fraction)")]
+StepsOpt = Annotated[int | None, typer.Option("--steps", help="number of noisy steps (DP-SGD steps or DP-FedAvg rounds)")]
+RecordsOpt = Annotated[int | None, typer.Option("--records", help="instead of --rate/--steps: dataset size ...")]
+BatchOpt = Annotated[int | None, typer.Option("--batch-size", help="... expected batch size ...")]
+EpochsOpt = Annotated[int | None, typer.Option("--epochs", help="... and epochs (DP-SGD)")]
+DeltaOpt = Annotated[float, typer.Option("--delta", help="target delta")]
+AccountantOpt = Annotated[str, typer.Option("--accountant", help="pld or rdp")]
+
+
+def _rate_and_steps(rate: float | None, steps: int | None, records: int | None, batch_size: int | None,
+                    epochs: int | None) -> tuple[float, int]:
+    from unseen.privacy.dpsgd import steps_per_epoch
+
+    if records is not None or batch_size is not None or epochs is not None:
+        if None in (records, batch_size, epochs):
+            raise UnseenError("give --records, --batch-size and --epochs together (or --rate and --steps).")
+        q = min(1.0, batch_size / records)  # type: ignore[operator]
+        return q, epochs * steps_per_epoch(q)  # type: ignore[operator]
+    if rate is None or steps is None:
+        raise UnseenError("give --rate and --steps, or --records, --batch-size and --epochs.")
+    return rate, steps
+
+
+@privacy_app.command("epsilon")
+def privacy_epsilon(
+    noise: Annotated[float, typer.Option("--noise", help="noise multiplier (std / clip)")],
+    rate: RateOpt = None, steps: StepsOpt = None, records: RecordsOpt = None, batch_size: BatchOpt = None,
+    epochs: EpochsOpt = None, delta: DeltaOpt = 1e-5, accountant: AccountantOpt = "pld", fmt: FormatOpt = "table",
+) -> None:
+    """Epsilon spent by Poisson-subsampled Gaussian steps."""
+    from unseen.privacy import epsilon_for
+
+    _check_format(fmt)
+    q, n = _rate_and_steps(rate, steps, records, batch_size, epochs)
+    eps = epsilon_for(noise, q, n, delta, accountant)
+    _print_accounting(fmt, {"epsilon": eps, "delta": delta, "noise_multiplier": noise, "sampling_rate": q,
+                            "steps": n, "accountant": accountant})
+
+
+@privacy_app.command("calibrate")
+def privacy_calibrate(
+    epsilon: Annotated[float, typer.Option("--epsilon", help="target epsilon")],
+    rate: RateOpt = None, steps: StepsOpt = None, records: RecordsOpt = None, batch_size: BatchOpt = None,
+    epochs: EpochsOpt = None, delta: DeltaOpt = 1e-5, accountant: AccountantOpt = "pld", fmt: FormatOpt = "table",
+) -> None:
+    """The smallest noise multiplier that keeps the steps within (epsilon, delta)."""
+    from unseen.privacy import calibrate_noise, epsilon_for
+
+    _check_format(fmt)
+    q, n = _rate_and_steps(rate, steps, records, batch_size, epochs)
+    noise = calibrate_noise(epsilon, delta, q, n, accountant)
+    _print_accounting(fmt, {"noise_multiplier": noise, "epsilon": epsilon_for(noise, q, n, delta, accountant),
+                            "target_epsilon": epsilon, "delta": delta, "sampling_rate": q, "steps": n,
+                            "accountant": accountant})
+
+
+def _print_accounting(fmt: str, values: dict[str, Any]) -> None:
+    if fmt == "json":
+        out.print_json(json.dumps(values))
+        return
+    table = tables.key_value_table("privacy accounting (Poisson-subsampled Gaussian, add/remove one)", values)
+    out.print(table)
+
+
 @app.command()
 def version() -> None:
     """Print the unseen version."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import platform
 import time
 import tomllib
@@ -35,11 +36,15 @@ from unseen.errors import CheckpointError, SpecError, UnseenError
 from unseen.federated import LocalTraining, ServerOptimizer, evaluate, get_flat
 from unseen.federated.server import DEFAULT_LR
 from unseen.models import init_model
-from unseen.privacy import PrivacyGuarantee
+from unseen.privacy import PrivacyGuarantee, calibrate_noise
+from unseen.privacy.accounting import accountant_name
+from unseen.privacy.dp_fedavg import DPFedAvg
+from unseen.privacy.dpsgd import DPSGD, check_model, steps_per_epoch
 from unseen.runtime.checkpoint import load_latest, save_checkpoint
 from unseen.runtime.simulation import Adversary, SimulationPlan, SimulationState, initial_state, simulate
 
 log = logging.getLogger("unseen")
+log.propagate = False  # run logs go to the run folder's log.txt; the terminal shows progress bars
 
 # --- The spec ---------------------------------------------------------------------------------
 
@@ -135,9 +140,23 @@ class FederatedSpec(_Section):
 
 
 class PrivacySpec(_Section):
-    """Privacy mechanisms. Only 'none' exists yet: the run then reports no formal guarantee."""
+    """Privacy mechanisms: record-level DP-SGD, user-level DP-FedAvg, or none.
 
-    mechanism: Literal["none"] = "none"
+    Give a target ``epsilon`` (the noise is calibrated to spend it over the planned steps), or a
+    ``noise_multiplier`` (then ``epsilon``, if set, is a budget: the run stops cleanly before a
+    round that would exceed it).
+    """
+
+    mechanism: Literal["none", "dp_sgd", "dp_fedavg"] = "none"
+    epsilon: float | None = Field(None, gt=0, description="target or budget epsilon")
+    delta: float | None = Field(None, gt=0, lt=1, description="default: min(1e-5, 1 / (10 n))")
+    noise_multiplier: float | None = Field(None, gt=0)
+    clip: float = Field(1.0, gt=0, description="per-record gradient clip (dp_sgd) or per-client update clip (dp_fedavg)")
+    adaptive_clip: bool = Field(False, description="dp_fedavg: track a quantile of update norms (Andrew et al. 2021)")
+    target_quantile: float = Field(0.5, gt=0, lt=1)
+    clip_lr: float = Field(0.2, gt=0)
+    accountant: Literal["pld", "rdp"] = "pld"
+    secure_rng: bool = Field(False, description="draw DP noise from the OS CSPRNG instead of the seeded PRNG")
 
 
 class AuditSpec(_Section):
@@ -198,6 +217,25 @@ class ExperimentSpec(_Section):
                     f"{2 * fed.byzantine + 2} clients per round, but {per_round} are sampled: raise "
                     f"federated.clients or federated.fraction, or lower federated.byzantine"
                 )
+        priv = self.privacy
+        if priv.mechanism != "none":
+            if priv.epsilon is None and priv.noise_multiplier is None:
+                raise ValueError(f"privacy.mechanism = {priv.mechanism!r} needs privacy.epsilon (a target, the noise "
+                                 f"is calibrated) or privacy.noise_multiplier")
+            if priv.epsilon is not None and math.isinf(priv.epsilon):
+                raise ValueError("privacy.epsilon = inf means no privacy: set privacy.mechanism = 'none' instead")
+        if priv.mechanism == "dp_fedavg":
+            if self.mode == "central":
+                raise ValueError("privacy.mechanism = 'dp_fedavg' protects clients of a federated run: set "
+                                 "mode = 'federated', or use 'dp_sgd' for central training")
+            if fed.aggregation != "mean":
+                raise ValueError(f"privacy.mechanism = 'dp_fedavg' needs federated.aggregation = 'mean' (its noise "
+                                 f"is calibrated to the clipped sum), not {fed.aggregation!r}")
+        if priv.mechanism == "dp_sgd" and fed.algorithm == "fedprox" and self.mode == "federated":
+            raise ValueError("privacy.mechanism = 'dp_sgd' with federated.algorithm = 'fedprox' is not supported yet: "
+                             "use fedavg, fedadam or fedyogi")
+        if priv.adaptive_clip and priv.mechanism != "dp_fedavg":
+            raise ValueError("privacy.adaptive_clip applies to privacy.mechanism = 'dp_fedavg' only")
         if fed.adversary.count and fed.clients is not None and fed.adversary.count > fed.clients:
             raise ValueError(f"federated.adversary.count = {fed.adversary.count} exceeds federated.clients = {fed.clients}")
         return self
@@ -364,7 +402,55 @@ def _num_clients(spec: ExperimentSpec, dataset: Dataset) -> int:
     return 5
 
 
-def _privacy_guarantees(spec: ExperimentSpec) -> list[PrivacyGuarantee]:
+def default_delta(n: int) -> float:
+    """Default delta: well below 1/n, so that no mechanism may simply publish one record."""
+    return min(1e-5, 1 / (10 * n))
+
+
+def _check_delta(delta: float, n: int, unit: str) -> None:
+    if delta >= 1 / n:
+        raise SpecError(
+            f"privacy.delta = {delta:g} is not below 1/n = 1/{n} ({unit}s): a delta that large permits publishing "
+            f"a whole {unit}. Use at most {default_delta(n):.2g} (or leave it unset for that default)."
+        )
+
+
+def _privacy_guarantees(spec: ExperimentSpec, plan: SimulationPlan, state: SimulationState) -> list[PrivacyGuarantee]:
+    priv = spec.privacy
+    noise_source = "OS CSPRNG" if priv.secure_rng else "seeded PRNG (reproducible; not for production)"
+    if plan.dp_fedavg is not None and plan.budget is not None:
+        dp, delta = plan.dp_fedavg, plan.budget[1]
+        ledger = state.ledgers["user"]
+        return [PrivacyGuarantee(
+            mechanism="DP-FedAvg: clipped client updates, Gaussian noise at the server" + (
+                ", adaptive clipping" if dp.adaptive else ""),
+            unit="user", epsilon=ledger.epsilon(delta), delta=delta, noise_multiplier=dp.noise_multiplier,
+            clipping_bound=state.clip if dp.adaptive else dp.clip, sampling="poisson", sampling_rate=dp.client_rate,
+            steps=ledger.steps, accountant=accountant_name(plan.accountant), noise_source=noise_source,
+            threat_model=("Anyone who sees the global models (every round's or the final one) learns at most "
+                          "(epsilon, delta)-bounded information about whether any one client took part, whatever "
+                          "its data. The server is trusted to add the noise and sees each client's clipped update "
+                          "in the clear (no secure aggregation)."))]
+    if plan.dp_sgd is not None and plan.budget is not None:
+        delta = plan.budget[1]
+        central = spec.mode == "central"
+        out = []
+        for c in range(len(plan.clients)):
+            ledger = state.ledgers[str(c)]
+            q = plan.client_dp_rates[c] if plan.client_dp_rates else plan.dp_sgd.sampling_rate
+            out.append(PrivacyGuarantee(
+                mechanism="DP-SGD (Opacus): per-record gradient clipping, Gaussian noise",
+                unit="record", epsilon=ledger.epsilon(delta), delta=delta,
+                noise_multiplier=plan.dp_sgd.noise_multiplier, clipping_bound=plan.dp_sgd.max_grad_norm,
+                sampling="poisson", sampling_rate=q, steps=ledger.steps, accountant=accountant_name(plan.accountant),
+                noise_source=noise_source, scope=None if central else f"client {c}",
+                threat_model=(
+                    "Anyone who sees the trained model (or every intermediate one) learns at most (epsilon, delta)-"
+                    "bounded information about any single training record; the trainer itself sees the data."
+                    if central else
+                    f"Client {c}'s records never leave it; anyone who sees its updates or the global models, the "
+                    f"server included, learns at most (epsilon, delta)-bounded information about any one of them.")))
+        return out
     if spec.mode == "central":
         threat = ("Training data is pooled in one place and the model is trained on it in the clear; anyone "
                   "holding the model can attempt membership inference or model inversion.")
@@ -374,6 +460,37 @@ def _privacy_guarantees(spec: ExperimentSpec) -> list[PrivacyGuarantee]:
     return [PrivacyGuarantee.none(
         reason="no differential privacy mechanism is configured (privacy.mechanism = 'none')",
         threat_model=threat)]
+
+
+def _configure_privacy(spec: ExperimentSpec, plan: SimulationPlan, parts: list[np.ndarray]) -> None:
+    """Calibrate and attach the DP mechanism of the spec to ``plan``; refuse configs that would be wrong."""
+    priv = spec.privacy
+    if priv.mechanism == "none":
+        return
+    plan.accountant = priv.accountant
+    if priv.mechanism == "dp_sgd":
+        check_model(plan.model)
+        sizes = [len(p) for p in parts]
+        rates = [min(1.0, spec.train.batch_size / n) for n in sizes]
+        n_min, q_max = min(sizes), max(rates)
+        delta = priv.delta if priv.delta is not None else default_delta(n_min)
+        _check_delta(delta, n_min, "record")
+        steps = plan.rounds * plan.local.epochs * steps_per_epoch(q_max)
+        noise = priv.noise_multiplier or calibrate_noise(priv.epsilon, delta, q_max, steps, priv.accountant)  # type: ignore[arg-type]
+        plan.dp_sgd = DPSGD(noise, priv.clip, q_max, priv.secure_rng)
+        plan.client_dp_rates = rates
+    else:
+        n = len(parts)
+        delta = priv.delta if priv.delta is not None else default_delta(n)
+        _check_delta(delta, n, "client")
+        q = spec.federated.fraction
+        noise = priv.noise_multiplier or calibrate_noise(priv.epsilon, delta, q, plan.rounds, priv.accountant)  # type: ignore[arg-type]
+        plan.dp_fedavg = DPFedAvg(noise, priv.clip, q, n, priv.adaptive_clip, priv.target_quantile, priv.clip_lr,
+                                  secure_rng=priv.secure_rng)
+        _ = plan.dp_fedavg.update_noise_multiplier  # fails now, not mid-run, if adaptive clipping cannot work
+    # Without a target the epsilon is only reported; with one it is also a budget.
+    plan.budget = (priv.epsilon if priv.epsilon is not None else math.inf, delta)
+    log.info("privacy: %s, noise multiplier %.4g, delta %.2g", priv.mechanism, noise, delta)
 
 
 def build_plan(spec: ExperimentSpec, dataset: Dataset, device: torch.device) -> tuple[SimulationPlan, list[np.ndarray]]:
@@ -419,6 +536,7 @@ def build_plan(spec: ExperimentSpec, dataset: Dataset, device: torch.device) -> 
         adversary=Adversary(adv.count, adv.kind, adv.factor) if adv.count and not central else None,
         serialize=not central, eval_every=spec.train.eval_every, eval_batch_size=spec.runtime.eval_batch_size,
     )
+    _configure_privacy(spec, plan, parts)
     return plan, parts
 
 
@@ -450,10 +568,13 @@ def _per_client(plan: SimulationPlan, params: torch.Tensor, dataset: Dataset, pa
 def _results(spec: ExperimentSpec, dataset: Dataset, plan: SimulationPlan, parts: list[np.ndarray],
              state: SimulationState, device: torch.device, wall: float) -> dict[str, Any]:
     history = state.history
-    last_eval = next(m for m in reversed(history) if "test_accuracy" in m)
+    if history and "test_accuracy" in history[-1]:
+        final_loss, final_acc = history[-1]["test_loss"], history[-1]["test_accuracy"]
+    else:  # halted by the privacy budget between evaluations, or before the first round
+        final_loss, final_acc = evaluate(plan.model, state.params, *plan.test, plan.eval_batch_size)
     return {
         "name": spec.name,
-        "status": "completed",
+        "status": "budget_exhausted" if state.halted else "completed",
         "mode": spec.mode,
         "seed": spec.seed,
         "versions": _versions(),
@@ -467,21 +588,25 @@ def _results(spec: ExperimentSpec, dataset: Dataset, plan: SimulationPlan, parts
         "rounds": history,
         "final": {
             "round": state.round,
-            "test_accuracy": last_eval["test_accuracy"],
-            "test_loss": last_eval["test_loss"],
+            "test_accuracy": final_acc,
+            "test_loss": final_loss,
             "per_client": _per_client(plan, state.params, dataset, parts, device),
         },
         "costs": {
             "wall_seconds": wall,
             "train_seconds": float(sum(m["seconds"] for m in history)),
-            "seconds_per_round": float(np.median([m["seconds"] for m in history])),
+            "seconds_per_round": float(np.median([m["seconds"] for m in history])) if history else 0.0,
             "bytes_up": int(sum(m["bytes_up"] for m in history)),
             "bytes_down": int(sum(m["bytes_down"] for m in history)),
             "note": "bytes are the sizes of the serialized payloads the simulator exchanged" if plan.serialize
             else "central training: nothing crosses a network",
         },
         "rejected_updates": state.rejections,
-        "privacy": {"guarantees": [g.to_dict() for g in _privacy_guarantees(spec)]},
+        "privacy": {
+            "guarantees": [g.to_dict() for g in _privacy_guarantees(spec, plan, state)],
+            "halted": state.halted,
+            "budget_epsilon": None if plan.budget is None or math.isinf(plan.budget[0]) else plan.budget[0],
+        },
     }
 
 

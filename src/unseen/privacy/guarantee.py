@@ -28,6 +28,8 @@ class PrivacyGuarantee:
     accountant : which accountant computed epsilon (library and method).
     threat_model : one sentence: who sees what, and what is protected from them.
     reason : for ``mechanism="none"``, why there is no formal guarantee.
+    scope : what the guarantee covers when a run has several (e.g. "client 3"); None for the whole run.
+    noise_source : where the noise came from: the OS CSPRNG, or a seeded PRNG (reproducible research runs).
     """
 
     mechanism: str
@@ -42,6 +44,8 @@ class PrivacyGuarantee:
     steps: int | None = None
     accountant: str | None = None
     reason: str | None = None
+    scope: str | None = None
+    noise_source: str | None = None
 
     def __post_init__(self) -> None:
         # Enforced with exceptions, not assert: a guarantee must stay checked under `python -O`.

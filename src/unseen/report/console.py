@@ -33,14 +33,26 @@ def results_table(results: dict[str, Any]) -> Table:
     table.add_row("rounds", str(final["round"]))
     table.add_row("test accuracy", _pct(final["test_accuracy"]))
     table.add_row("test loss", f"{final['test_loss']:.4f}")
-    for g in results["privacy"]["guarantees"]:
-        text = (f"no formal guarantee: {g['reason']}" if g["mechanism"] == "none"
-                else f"({g['epsilon']:.3g}, {g['delta']:.1e})-DP per {g['unit']} ({g['mechanism']})")
-        table.add_row("privacy", text)
+    table.add_row("privacy", privacy_summary(results["privacy"]))
+    if results["privacy"].get("halted"):
+        table.add_row("privacy budget", f"[yellow]{results['privacy']['halted']}[/]")
     table.add_row("rejected updates", str(len(results["rejected_updates"])))
     table.add_row("time", f"{costs['wall_seconds']:.1f} s total, {costs['seconds_per_round']:.3f} s per round (median)")
     table.add_row("bytes moved", f"{_bytes(costs['bytes_up'])} up, {_bytes(costs['bytes_down'])} down")
     return table
+
+
+def privacy_summary(privacy: dict[str, Any]) -> str:
+    """One line: the guarantee in numbers (the worst one when there are several), or why there is none."""
+    guarantees = privacy["guarantees"]
+    formal = [g for g in guarantees if g["mechanism"] != "none"]
+    if not formal:
+        return f"no formal guarantee: {guarantees[0]['reason']}"
+    worst = max(formal, key=lambda g: g["epsilon"])
+    scope = f" (worst of {len(formal)} clients: {worst['scope']})" if len(formal) > 1 else ""
+    return (f"({worst['epsilon']:.3g}, {worst['delta']:.1e})-DP per {worst['unit']}{scope}; noise multiplier "
+            f"{worst['noise_multiplier']:.3g}, clip {worst['clipping_bound']:.3g}, {worst['steps']} steps, "
+            f"{worst['accountant']}, noise from {worst['noise_source']}")
 
 
 def clients_table(results: dict[str, Any]) -> Table:
@@ -82,4 +94,13 @@ def comparison_table(rows: list[tuple[str, float, str]]) -> Table:
     table.add_column("where the data was")
     for name, acc, where in rows:
         table.add_row(name, _pct(acc), where)
+    return table
+
+
+def key_value_table(title: str, values: dict[str, Any]) -> Table:
+    table = Table(title=title, show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    for key, value in values.items():
+        table.add_row(key.replace("_", " "), f"{value:.6g}" if isinstance(value, float) else str(value))
     return table

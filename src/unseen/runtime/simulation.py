@@ -23,6 +23,9 @@ from unseen.federated.aggregate import aggregate
 from unseen.federated.client import LocalTraining, evaluate, local_update
 from unseen.federated.server import ServerOptimizer, init_state, server_step
 from unseen.federated.validate import Rejection, screen_updates
+from unseen.privacy.accounting import GaussianLedger
+from unseen.privacy.dp_fedavg import DPFedAvg, dp_fedavg_aggregate
+from unseen.privacy.dpsgd import DPSGD, dp_sgd_update, steps_per_epoch
 from unseen.runtime import wire
 
 
@@ -56,6 +59,11 @@ class SimulationPlan:
     serialize: bool = True  # False only for centralized training, where nothing crosses a network
     eval_every: int = 1
     eval_batch_size: int = 2048
+    dp_sgd: DPSGD | None = None  # record-level DP inside every client (or the central trainer)
+    client_dp_rates: list[float] | None = None  # each client's Poisson rate q under dp_sgd
+    dp_fedavg: DPFedAvg | None = None  # user-level DP at the server
+    accountant: str = "pld"
+    budget: tuple[float, float] | None = None  # (epsilon, delta): halt before a round would exceed it
 
 
 @dataclass
@@ -67,20 +75,44 @@ class SimulationState:
     server_state: dict[str, torch.Tensor]
     history: list[dict[str, Any]] = field(default_factory=list)
     rejections: list[dict[str, Any]] = field(default_factory=list)
+    # Privacy ledgers: "user" (DP-FedAvg) and/or one per client index (DP-SGD), plus the current clip.
+    ledgers: dict[str, GaussianLedger] = field(default_factory=dict)
+    clip: float | None = None
+    halted: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "round": self.round, "params": self.params, "server_state": self.server_state,
             "history": self.history, "rejections": self.rejections,
+            "ledgers": {k: v.to_dict() for k, v in self.ledgers.items()}, "clip": self.clip, "halted": self.halted,
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SimulationState:
-        return cls(d["round"], d["params"], d["server_state"], list(d["history"]), list(d["rejections"]))
+        ledgers = {k: GaussianLedger.from_dict(v) for k, v in d.get("ledgers", {}).items()}
+        return cls(d["round"], d["params"], d["server_state"], list(d["history"]), list(d["rejections"]),
+                   ledgers, d.get("clip"), d.get("halted"))
 
 
 def initial_state(plan: SimulationPlan, params: torch.Tensor) -> SimulationState:
-    return SimulationState(0, params.detach().cpu().clone(), init_state(plan.server, params))
+    ledgers = {}
+    if plan.dp_fedavg is not None:
+        ledgers["user"] = GaussianLedger(plan.accountant)
+    if plan.dp_sgd is not None:
+        ledgers.update({str(c): GaussianLedger(plan.accountant) for c in range(len(plan.clients))})
+    clip = plan.dp_fedavg.clip if plan.dp_fedavg is not None else None
+    return SimulationState(0, params.detach().cpu().clone(), init_state(plan.server, params), ledgers=ledgers, clip=clip)
+
+
+def poisson_sample_clients(n_clients: int, rate: float, seed: int, round_index: int) -> list[int]:
+    """Each client joins the round independently with probability ``rate`` (what DP accounting assumes)."""
+    rng = np.random.default_rng([seed, round_index])
+    return [int(c) for c in np.flatnonzero(rng.random(n_clients) < rate)]
+
+
+def server_noise_generator(seed: int, round_index: int) -> torch.Generator:
+    """The server's noise stream for one round, apart from every client stream."""
+    return client_generator(seed, round_index, -1 % 2**32)
 
 
 def sample_clients(n_clients: int, k: int, seed: int, round_index: int) -> list[int]:
@@ -107,7 +139,11 @@ def run_round(
     """Run round ``state.round + 1`` and return the new state and the round's metrics."""
     r = state.round + 1
     start = time.perf_counter()
-    selected = sample_clients(len(plan.clients), plan.clients_per_round, plan.seed, r)
+    if plan.dp_fedavg is not None:
+        selected = poisson_sample_clients(len(plan.clients), plan.dp_fedavg.client_rate, plan.seed, r)
+    else:
+        selected = sample_clients(len(plan.clients), plan.clients_per_round, plan.seed, r)
+    ledgers = {k: GaussianLedger.from_dict(v.to_dict()) for k, v in state.ledgers.items()}
     broadcast = wire.encode(state.params) if plan.serialize else b""
     bytes_down = len(broadcast) * len(selected)
 
@@ -119,7 +155,13 @@ def run_round(
         params = wire.decode(broadcast) if plan.serialize else state.params
         x, y = plan.clients[c]
         gen = client_generator(plan.seed, r, c)
-        result = local_update(plan.model, params, x, y, plan.local, gen)
+        if plan.dp_sgd is not None:
+            rate = plan.client_dp_rates[c] if plan.client_dp_rates else plan.dp_sgd.sampling_rate
+            dp = DPSGD(plan.dp_sgd.noise_multiplier, plan.dp_sgd.max_grad_norm, rate, plan.dp_sgd.secure_rng)
+            result = dp_sgd_update(plan.model, params, x, y, plan.local, dp, gen)
+            ledgers[str(c)].record(dp.noise_multiplier, rate, result.steps)
+        else:
+            result = local_update(plan.model, params, x, y, plan.local, gen)
         update = result.delta
         if plan.adversary is not None and c < plan.adversary.count:
             update = corrupt(update, plan.adversary.kind, plan.adversary.factor, gen)
@@ -142,8 +184,19 @@ def run_round(
     metrics: dict[str, Any] = {
         "round": r, "clients": len(selected), "accepted": len(accepted), "rejected": len(rejected),
     }
-    params, server_state = state.params, state.server_state
-    if accepted:
+    params, server_state, clip = state.params, state.server_state, state.clip
+    if plan.dp_fedavg is not None:
+        # Noise is added even when nothing was accepted: the accountant counts every round.
+        stacked = (torch.stack([received[c] for c in accepted]) if accepted  # type: ignore[misc]
+                   else torch.zeros((0, state.params.numel())))
+        delta, clip = dp_fedavg_aggregate(stacked, plan.dp_fedavg, state.clip or plan.dp_fedavg.clip,
+                                          server_noise_generator(plan.seed, r))
+        params, server_state = server_step(plan.server, state.params, delta, state.server_state)
+        ledgers["user"].record(plan.dp_fedavg.noise_multiplier, plan.dp_fedavg.client_rate, 1)
+        metrics["clip"] = clip
+        metrics["train_loss"] = (float(sum(losses[c] * sizes[c] for c in accepted) / sum(sizes[c] for c in accepted))
+                                 if accepted else float("nan"))
+    elif accepted:
         updates = torch.stack([received[c] for c in accepted])  # type: ignore[misc]
         weights = torch.tensor([sizes[c] for c in accepted], dtype=torch.float32)
         delta = aggregate(plan.rule, updates, weights, trim_fraction=plan.trim_fraction, byzantine=plan.byzantine)
@@ -157,13 +210,44 @@ def run_round(
         metrics["test_loss"], metrics["test_accuracy"] = evaluate(
             plan.model, params, plan.test[0], plan.test[1], plan.eval_batch_size
         )
+    if plan.budget is not None and ledgers:
+        metrics["epsilon"] = max_epsilon(ledgers, plan.budget[1])
     metrics["seconds"] = time.perf_counter() - start
     metrics["bytes_up"], metrics["bytes_down"] = bytes_up, bytes_down
     new_state = SimulationState(
         r, params, server_state, [*state.history, metrics],
         [*state.rejections, *({"round": j.round, "client": j.client, "reason": j.reason} for j in rejected)],
+        ledgers, clip,
     )
     return new_state, metrics
+
+
+def max_epsilon(ledgers: dict[str, GaussianLedger], delta: float) -> float:
+    """The largest epsilon any ledger has spent (the run's worst-case guarantee)."""
+    return max((ledger.epsilon(delta) for ledger in ledgers.values()), default=0.0)
+
+
+def next_round_exceeds_budget(plan: SimulationPlan, state: SimulationState) -> str | None:
+    """Why the next round would overspend the budget, or None if it fits."""
+    if plan.budget is None:
+        return None
+    target, delta = plan.budget
+    if plan.dp_fedavg is not None:
+        z, q = plan.dp_fedavg.noise_multiplier, plan.dp_fedavg.client_rate
+        eps = state.ledgers["user"].epsilon(delta, extra=(z, q, 1))
+        if eps > target:
+            return (f"stopped before round {state.round + 1}: it would bring user-level epsilon to {eps:.4g}, "
+                    f"over the budget privacy.epsilon = {target:g}")
+    if plan.dp_sgd is not None:
+        z = plan.dp_sgd.noise_multiplier
+        for c in range(len(plan.clients)):
+            q = plan.client_dp_rates[c] if plan.client_dp_rates else plan.dp_sgd.sampling_rate
+            eps = state.ledgers[str(c)].epsilon(delta, extra=(z, q, plan.local.epochs * steps_per_epoch(q)))
+            if eps > target:
+                who = "" if len(plan.clients) == 1 else f"client {c}'s "
+                return (f"stopped before round {state.round + 1}: it would bring {who}record-level epsilon to "
+                        f"{eps:.4g}, over the budget privacy.epsilon = {target:g}")
+    return None
 
 
 def simulate(
@@ -175,6 +259,10 @@ def simulate(
 ) -> SimulationState:
     """Run the remaining rounds from ``state``; ``on_round`` is called after each (checkpoint there)."""
     while state.round < plan.rounds:
+        reason = next_round_exceeds_budget(plan, state)
+        if reason is not None:
+            state.halted = reason
+            break
         state, metrics = run_round(plan, state, on_client)
         if on_round is not None:
             on_round(state, metrics)

@@ -1,0 +1,104 @@
+"""Record-level DP-SGD (Abadi et al. 2016) on Opacus: per-sample clipping and Gaussian noise.
+
+``dp_sgd_update`` is the private twin of :func:`unseen.federated.local_update`: same inputs and
+output, but batches are Poisson-sampled (each record independently with rate q, as the accountant
+for subsampled Gaussian steps assumes), per-sample gradients are computed by Opacus's
+``GradSampleModule``, clipped to ``max_grad_norm`` and noised by Opacus's ``DPOptimizer``. An
+empty batch still takes a noise-only step: the accountant counts every step.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+
+import torch
+from opacus import GradSampleModule
+from opacus.optimizers import DPOptimizer
+from opacus.validators import ModuleValidator
+from torch import nn
+from torch.nn import functional as F
+
+from unseen.errors import ModelError
+from unseen.federated.client import ClientResult, LocalTraining
+from unseen.federated.params import get_flat, set_flat
+from unseen.privacy.noise import gaussian_noise
+
+
+@dataclass(frozen=True)
+class DPSGD:
+    noise_multiplier: float
+    max_grad_norm: float
+    sampling_rate: float  # Poisson rate q = expected batch size / records
+    secure_rng: bool = False
+
+
+def steps_per_epoch(sampling_rate: float) -> int:
+    """Poisson-sampled steps that make one expected pass over the data."""
+    return max(1, math.ceil(1 / sampling_rate))
+
+
+def check_model(model: nn.Module) -> None:
+    """Refuse models whose accounting would be wrong under DP-SGD, naming the layer and the fix."""
+    errors = ModuleValidator.validate(model, strict=False)
+    if errors:
+        raise ModelError(
+            "this model cannot be trained with DP-SGD: " + "; ".join(str(e).split(".")[0] for e in errors)
+            + ". Replace BatchNorm with GroupNorm (opacus.validators.ModuleValidator.fix does it) or use "
+            "another model."
+        )
+
+
+class _SecureNoiseDPOptimizer(DPOptimizer):
+    """Opacus's DPOptimizer with noise drawn from the OS CSPRNG (see :mod:`unseen.privacy.noise`)."""
+
+    def add_noise(self) -> None:
+        for p in self.params:
+            noise = gaussian_noise(p.summed_grad.shape, self.noise_multiplier * self.max_grad_norm, secure=True,
+                                   dtype=p.summed_grad.dtype).to(p.summed_grad.device)
+            p.grad = (p.summed_grad + noise).view_as(p)
+
+
+def dp_sgd_update(
+    model: nn.Module,
+    global_params: torch.Tensor,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    config: LocalTraining,
+    dp: DPSGD,
+    generator: torch.Generator,
+) -> ClientResult:
+    """``config.epochs`` epochs of DP-SGD from ``global_params``; returns the (private) update."""
+    set_flat(model, global_params)
+    model.train()
+    gsm = GradSampleModule(model, loss_reduction="mean")
+    optimizer_cls = _SecureNoiseDPOptimizer if dp.secure_rng else DPOptimizer
+    n = len(y)
+    # Opacus draws noise on the parameters' device; derive a generator there from ours.
+    noise_gen = torch.Generator(device=x.device).manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
+    optimizer = optimizer_cls(
+        torch.optim.SGD(gsm.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay),
+        noise_multiplier=dp.noise_multiplier, max_grad_norm=dp.max_grad_norm,
+        expected_batch_size=max(1, round(dp.sampling_rate * n)), loss_reduction="mean", generator=noise_gen,
+    )
+    steps = config.epochs * steps_per_epoch(dp.sampling_rate)
+    total_loss = 0.0
+    try:
+        for _ in range(steps):
+            mask = torch.rand(n, generator=generator) < dp.sampling_rate
+            idx = mask.nonzero().squeeze(1).to(x.device)
+            optimizer.zero_grad(set_to_none=True)
+            logits = gsm(x[idx])
+            # Sum / max(b, 1) instead of mean: an empty batch then gives 0, not NaN.
+            loss = F.cross_entropy(logits, y[idx], reduction="sum") / max(len(idx), 1)
+            with warnings.catch_warnings():
+                # Expected for the first layer (inputs need no gradient); Opacus still sees every sample.
+                warnings.filterwarnings("ignore", message="Full backward hook is firing")
+                loss.backward()
+            optimizer.step()
+            total_loss += float(loss.detach())
+    finally:
+        gsm._close()  # remove Opacus hooks: the model is reused as a plain workspace
+    delta = get_flat(model) - global_params.to(x.device)
+    return ClientResult(delta.cpu(), n, total_loss / steps, steps)
