@@ -2,9 +2,12 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# Tests and CI read the real datasets from ../shared/data (never copied into the repo).
+# Tests and CI read the real datasets from ../shared/data (never copied into the repo). Elsewhere,
+# unseen downloads them from their official sources into its cache.
 DATA_DIR ?= $(abspath ../shared/data)
+ifneq ($(wildcard $(DATA_DIR)),)
 export UNSEEN_DATA_DIR ?= $(DATA_DIR)
+endif
 
 .PHONY: install dev demo test test-slow bench lint clean
 

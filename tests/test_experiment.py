@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import unseen
-from tests.conftest import needs
-from unseen.experiment import Hooks, apply_overrides, demo_spec, load_spec, parse_spec, resume, run, run_demo
+from tests.conftest import needs, run_and_interrupt
+from unseen.experiment import apply_overrides, demo_spec, load_spec, parse_spec, resume, run, run_demo
 from unseen.runtime import wire
 
 # Each malformed spec and the text its error must contain (the field, and where useful the fix).
@@ -89,22 +89,11 @@ def test_central_mode_trains_on_pooled_data(tmp_path):
     assert len(result.results["rounds"]) == 3
 
 
-class _Stop(Exception):
-    pass
-
-
 def test_resume_after_interrupt_equals_uninterrupted_run(tmp_path):
     # FedAdam (server state) and client sampling (RNG per round) both have to survive the restart.
     raw = _small(rounds=6, fraction=0.5, algorithm="fedadam")
     full = run(parse_spec(raw), output_dir=tmp_path / "a")
-
-    def stop_after_3(metrics):
-        if metrics["round"] == 3:
-            raise _Stop
-
-    with pytest.raises(_Stop):
-        run(parse_spec(raw), output_dir=tmp_path / "b", hooks=Hooks(on_round=stop_after_3))
-    (interrupted,) = list((tmp_path / "b").iterdir())
+    interrupted = run_and_interrupt(raw, tmp_path / "b", after_round=3)
     assert not (interrupted / "results.json").exists()
     resumed = resume(interrupted)
     assert torch.equal(resumed.params, full.params)

@@ -182,6 +182,8 @@ class RuntimeSpec(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int | None = Field(None, ge=1)
     eval_batch_size: int = Field(2048, ge=1)
+    grad_sample_mode: Literal["hooks", "functorch", "ew"] = Field(
+        "hooks", description="how Opacus computes per-sample gradients for DP-SGD")
 
 
 class ExperimentSpec(_Section):
@@ -477,7 +479,7 @@ def _configure_privacy(spec: ExperimentSpec, plan: SimulationPlan, parts: list[n
         _check_delta(delta, n_min, "record")
         steps = plan.rounds * plan.local.epochs * steps_per_epoch(q_max)
         noise = priv.noise_multiplier or calibrate_noise(priv.epsilon, delta, q_max, steps, priv.accountant)  # type: ignore[arg-type]
-        plan.dp_sgd = DPSGD(noise, priv.clip, q_max, priv.secure_rng)
+        plan.dp_sgd = DPSGD(noise, priv.clip, q_max, priv.secure_rng, spec.runtime.grad_sample_mode)
         plan.client_dp_rates = rates
     else:
         n = len(parts)

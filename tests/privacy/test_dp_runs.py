@@ -8,7 +8,8 @@ import pytest
 import torch
 
 import unseen
-from unseen.experiment import Hooks, parse_spec, resume, run
+from tests.conftest import run_and_interrupt
+from unseen.experiment import parse_spec, resume, run
 from unseen.privacy import epsilon_for
 
 
@@ -61,21 +62,10 @@ def test_budget_halts_cleanly_with_the_model_so_far(tmp_path):
     assert (result.run_dir / "model.pt").is_file()
 
 
-class _Stop(Exception):
-    pass
-
-
 def test_dp_run_resumes_exactly_with_its_accountant_state(tmp_path):
     raw = _spec({"mechanism": "dp_fedavg", "epsilon": 6.0, "adaptive_clip": True}, algorithm="fedadam")
     full = run(parse_spec(raw), output_dir=tmp_path / "a")
-
-    def stop(metrics):
-        if metrics["round"] == 3:
-            raise _Stop
-
-    with pytest.raises(_Stop):
-        run(parse_spec(raw), output_dir=tmp_path / "b", hooks=Hooks(on_round=stop))
-    (folder,) = list((tmp_path / "b").iterdir())
+    folder = run_and_interrupt(raw, tmp_path / "b", after_round=3)
     resumed = resume(folder)
     assert torch.equal(resumed.params, full.params)
     assert resumed.results["privacy"] == full.results["privacy"]

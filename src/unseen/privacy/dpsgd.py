@@ -14,7 +14,7 @@ import warnings
 from dataclasses import dataclass
 
 import torch
-from opacus import GradSampleModule
+from opacus.grad_sample import get_gsm_class
 from opacus.optimizers import DPOptimizer
 from opacus.validators import ModuleValidator
 from torch import nn
@@ -32,6 +32,8 @@ class DPSGD:
     max_grad_norm: float
     sampling_rate: float  # Poisson rate q = expected batch size / records
     secure_rng: bool = False
+    # Performance only: how Opacus computes per-sample gradients ("hooks", "functorch" or "ew").
+    grad_sample_mode: str = "hooks"
 
 
 def steps_per_epoch(sampling_rate: float) -> int:
@@ -72,7 +74,8 @@ def dp_sgd_update(
     """``config.epochs`` epochs of DP-SGD from ``global_params``; returns the (private) update."""
     set_flat(model, global_params)
     model.train()
-    gsm = GradSampleModule(model, loss_reduction="mean")
+    kwargs = {"force_functorch": True} if dp.grad_sample_mode == "functorch" else {}
+    gsm = get_gsm_class(dp.grad_sample_mode)(model, loss_reduction="mean", **kwargs)
     optimizer_cls = _SecureNoiseDPOptimizer if dp.secure_rng else DPOptimizer
     n = len(y)
     # Opacus draws noise on the parameters' device; derive a generator there from ours.

@@ -9,6 +9,7 @@ resumed from round ``k`` replays rounds ``k+1..`` exactly as an uninterrupted ru
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -157,7 +158,7 @@ def run_round(
         gen = client_generator(plan.seed, r, c)
         if plan.dp_sgd is not None:
             rate = plan.client_dp_rates[c] if plan.client_dp_rates else plan.dp_sgd.sampling_rate
-            dp = DPSGD(plan.dp_sgd.noise_multiplier, plan.dp_sgd.max_grad_norm, rate, plan.dp_sgd.secure_rng)
+            dp = dataclasses.replace(plan.dp_sgd, sampling_rate=rate)
             result = dp_sgd_update(plan.model, params, x, y, plan.local, dp, gen)
             ledgers[str(c)].record(dp.noise_multiplier, rate, result.steps)
         else:
