@@ -47,7 +47,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds-skew", type=int, default=5)
     parser.add_argument("--prox-mu", type=float, default=0.01)
-    parser.add_argument("--adam-lr", type=float, default=0.01)
+    parser.add_argument("--adam-lr", type=float, default=0.03)
     parser.add_argument("--skip-iid", action="store_true", help="keep (a) from the stored results file")
     args = parser.parse_args()
     report: dict = {"machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
