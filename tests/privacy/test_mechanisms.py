@@ -23,13 +23,14 @@ def _outlier_data(n=50):
     return x, (x[:, 0] > 0).long()
 
 
-def test_dp_sgd_clips_every_record():
+@pytest.mark.parametrize("mode", ["ghost", "hooks"])
+def test_dp_sgd_clips_every_record(mode):
     model = init_model("logreg", (10,), 2, seed=0)
     params = get_flat(model)
     x, y = _outlier_data()
     local = LocalTraining(epochs=1, lr=1.0)
     # q = 1 (every record in the one batch), no noise: the update is -lr * mean of clipped gradients.
-    dp = DPSGD(noise_multiplier=1e-12, max_grad_norm=0.5, sampling_rate=1.0)
+    dp = DPSGD(noise_multiplier=1e-12, max_grad_norm=0.5, sampling_rate=1.0, grad_sample_mode=mode)
     result = dp_sgd_update(model, params, x, y, local, dp, torch.Generator().manual_seed(0))
     assert result.steps == 1
     assert result.delta.norm() <= 0.5 + 1e-5
@@ -40,6 +41,29 @@ def test_dp_sgd_clips_every_record():
     from unseen.federated import local_update
     plain = local_update(model, params, x, y, LocalTraining(epochs=1, lr=1.0, batch_size=50), torch.Generator())
     assert plain.delta.norm() > 10
+
+
+def test_ghost_clipping_equals_materialized_per_sample_clipping():
+    # Same Poisson batches, no noise: the fast path must give the same update as Opacus's hooks.
+    model = init_model("cnn", (1, 28, 28), 10, seed=0)
+    params = get_flat(model)
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(64, 1, 28, 28, generator=g), torch.randint(0, 10, (64,), generator=g)
+    local = LocalTraining(epochs=1, lr=0.5)
+    updates = [dp_sgd_update(model, params, x, y, local, DPSGD(1e-12, 0.1, 0.25, grad_sample_mode=mode),
+                             torch.Generator().manual_seed(3)).delta for mode in ("ghost", "hooks")]
+    assert updates[0].norm() > 0
+    assert torch.allclose(updates[0], updates[1], rtol=1e-3, atol=1e-6)
+
+
+def test_empty_poisson_batches_still_take_noisy_steps():
+    model = init_model("logreg", (10,), 2, seed=0)
+    params = get_flat(model)
+    x, y = _outlier_data(4)
+    # q tiny: almost every batch is empty, yet every step adds noise (as the accountant assumes).
+    result = dp_sgd_update(model, params, x, y, LocalTraining(epochs=1, lr=1.0),
+                           DPSGD(1.0, 1.0, 0.01), torch.Generator().manual_seed(0))
+    assert result.steps == 100 and result.delta.norm() > 0 and torch.isfinite(result.delta).all()
 
 
 def test_dp_sgd_uses_poisson_batches_and_leaves_no_hooks():

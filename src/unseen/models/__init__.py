@@ -1,4 +1,4 @@
-"""Models: logistic regression, MLP, the classic MNIST CNN, and an HE-friendly CNN with square activations.
+"""Models: logistic regression, MLP, the classic MNIST CNN, a small DP-SGD CNN, and an HE-friendly CNN.
 
 ``build_model(name, input_shape, n_classes)`` returns a fresh ``torch.nn.Module``. No model here has
 BatchNorm or dropout: their state would need extra care under DP and encryption.
@@ -14,7 +14,7 @@ from torch import nn
 
 from unseen.errors import ModelError
 
-MODELS = ("logreg", "mlp", "cnn", "he_cnn")
+MODELS = ("logreg", "mlp", "cnn", "dp_cnn", "he_cnn")
 
 
 class Square(nn.Module):
@@ -60,6 +60,20 @@ def cnn(input_shape: Sequence[int], n_classes: int) -> nn.Module:
     )
 
 
+def dp_cnn(input_shape: Sequence[int], n_classes: int) -> nn.Module:
+    """The small tanh CNN of Tramer & Boneh 2021 for DP-SGD (26k parameters for MNIST).
+
+    Few parameters and bounded activations suit DP-SGD: less noise in total, better-behaved clipping.
+    """
+    c, h, w = _image_shape(input_shape, "dp_cnn")
+    size = lambda n: ((n + 6 - 8) // 2 + 1 - 1 - 4) // 2 + 1 - 1  # noqa: E731 conv8/2 pad3, pool2/1, conv4/2, pool2/1
+    return nn.Sequential(
+        nn.Conv2d(c, 16, 8, stride=2, padding=3), nn.Tanh(), nn.MaxPool2d(2, 1),
+        nn.Conv2d(16, 32, 4, stride=2), nn.Tanh(), nn.MaxPool2d(2, 1),
+        nn.Flatten(), nn.Linear(32 * size(h) * size(w), 32), nn.Tanh(), nn.Linear(32, n_classes),
+    )
+
+
 def he_cnn(input_shape: Sequence[int], n_classes: int) -> nn.Module:
     """CryptoNets-style CNN for encrypted inference: conv(5 maps, 5x5, stride 2)-square-fc100-square-fc.
 
@@ -83,6 +97,8 @@ def build_model(
         return mlp(input_shape, n_classes, hidden)
     if name == "cnn":
         return cnn(input_shape, n_classes)
+    if name == "dp_cnn":
+        return dp_cnn(input_shape, n_classes)
     if name == "he_cnn":
         return he_cnn(input_shape, n_classes)
     raise ModelError(f"model.name = {name!r} is unknown; use one of {', '.join(MODELS)}.")
@@ -95,4 +111,4 @@ def init_model(name: str, input_shape: Sequence[int], n_classes: int, *, seed: i
         return build_model(name, input_shape, n_classes, **kw)  # type: ignore[arg-type]
 
 
-__all__ = ["MODELS", "Square", "build_model", "cnn", "he_cnn", "init_model", "logistic_regression", "mlp"]
+__all__ = ["MODELS", "Square", "build_model", "cnn", "dp_cnn", "he_cnn", "init_model", "logistic_regression", "mlp"]

@@ -14,8 +14,9 @@ import warnings
 from dataclasses import dataclass
 
 import torch
-from opacus.grad_sample import get_gsm_class
-from opacus.optimizers import DPOptimizer
+from opacus.grad_sample import GradSampleModuleFastGradientClipping, get_gsm_class
+from opacus.optimizers import DPOptimizer, DPOptimizerFastGradientClipping
+from opacus.utils.fast_gradient_clipping_utils import DPLossFastGradientClipping
 from opacus.validators import ModuleValidator
 from torch import nn
 from torch.nn import functional as F
@@ -26,14 +27,27 @@ from unseen.federated.params import get_flat, set_flat
 from unseen.privacy.noise import gaussian_noise
 
 
+def _noise_only_step(optimizer: DPOptimizer) -> None:
+    """Take a DP-SGD step on an empty batch: the update is pure noise / expected batch size."""
+    for p in optimizer.params:
+        p.summed_grad = torch.zeros_like(p)
+    optimizer.add_noise()
+    optimizer.scale_grad()
+    optimizer.original_optimizer.step()
+    for p in optimizer.params:
+        p.summed_grad = None
+
+
 @dataclass(frozen=True)
 class DPSGD:
     noise_multiplier: float
     max_grad_norm: float
     sampling_rate: float  # Poisson rate q = expected batch size / records
     secure_rng: bool = False
-    # Performance only: how Opacus computes per-sample gradients ("hooks", "functorch" or "ew").
-    grad_sample_mode: str = "hooks"
+    # Performance only: how Opacus gets per-sample gradient norms. "ghost" (ghost clipping: norms
+    # without materializing per-sample gradients, two backward passes) is the fastest here; "hooks",
+    # "functorch" and "ew" materialize them.
+    grad_sample_mode: str = "ghost"
 
 
 def steps_per_epoch(sampling_rate: float) -> int:
@@ -52,14 +66,22 @@ def check_model(model: nn.Module) -> None:
         )
 
 
-class _SecureNoiseDPOptimizer(DPOptimizer):
-    """Opacus's DPOptimizer with noise drawn from the OS CSPRNG (see :mod:`unseen.privacy.noise`)."""
+class _SecureNoise:
+    """Mixin: Opacus's noise step with noise drawn from the OS CSPRNG (see :mod:`unseen.privacy.noise`)."""
 
     def add_noise(self) -> None:
-        for p in self.params:
-            noise = gaussian_noise(p.summed_grad.shape, self.noise_multiplier * self.max_grad_norm, secure=True,
-                                   dtype=p.summed_grad.dtype).to(p.summed_grad.device)
-            p.grad = (p.summed_grad + noise).view_as(p)
+        for p in self.params:  # type: ignore[attr-defined]
+            std = self.noise_multiplier * self.max_grad_norm  # type: ignore[attr-defined]
+            noise = gaussian_noise(p.summed_grad.shape, std, secure=True, dtype=p.summed_grad.dtype)
+            p.grad = (p.summed_grad + noise.to(p.summed_grad.device)).view_as(p)
+
+
+class _SecureDPOptimizer(_SecureNoise, DPOptimizer):
+    pass
+
+
+class _SecureDPOptimizerGhost(_SecureNoise, DPOptimizerFastGradientClipping):
+    pass
 
 
 def dp_sgd_update(
@@ -74,10 +96,16 @@ def dp_sgd_update(
     """``config.epochs`` epochs of DP-SGD from ``global_params``; returns the (private) update."""
     set_flat(model, global_params)
     model.train()
-    kwargs = {"force_functorch": True} if dp.grad_sample_mode == "functorch" else {}
-    gsm = get_gsm_class(dp.grad_sample_mode)(model, loss_reduction="mean", **kwargs)
-    optimizer_cls = _SecureNoiseDPOptimizer if dp.secure_rng else DPOptimizer
     n = len(y)
+    ghost = dp.grad_sample_mode == "ghost"
+    if ghost:
+        gsm = GradSampleModuleFastGradientClipping(model, max_grad_norm=dp.max_grad_norm, use_ghost_clipping=True,
+                                                   loss_reduction="mean")
+        optimizer_cls = _SecureDPOptimizerGhost if dp.secure_rng else DPOptimizerFastGradientClipping
+    else:
+        kwargs = {"force_functorch": True} if dp.grad_sample_mode == "functorch" else {}
+        gsm = get_gsm_class(dp.grad_sample_mode)(model, loss_reduction="mean", **kwargs)
+        optimizer_cls = _SecureDPOptimizer if dp.secure_rng else DPOptimizer
     # Opacus draws noise on the parameters' device; derive a generator there from ours.
     noise_gen = torch.Generator(device=x.device).manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
     optimizer = optimizer_cls(
@@ -85,6 +113,8 @@ def dp_sgd_update(
         noise_multiplier=dp.noise_multiplier, max_grad_norm=dp.max_grad_norm,
         expected_batch_size=max(1, round(dp.sampling_rate * n)), loss_reduction="mean", generator=noise_gen,
     )
+    criterion = (DPLossFastGradientClipping(gsm, optimizer, nn.CrossEntropyLoss(), loss_reduction="mean")
+                 if ghost else None)
     steps = config.epochs * steps_per_epoch(dp.sampling_rate)
     total_loss = 0.0
     try:
@@ -92,15 +122,21 @@ def dp_sgd_update(
             mask = torch.rand(n, generator=generator) < dp.sampling_rate
             idx = mask.nonzero().squeeze(1).to(x.device)
             optimizer.zero_grad(set_to_none=True)
+            if len(idx) == 0:
+                # An empty Poisson batch: no gradient, but the step (and its noise) still happens.
+                _noise_only_step(optimizer)
+                continue
             logits = gsm(x[idx])
-            # Sum / max(b, 1) instead of mean: an empty batch then gives 0, not NaN.
-            loss = F.cross_entropy(logits, y[idx], reduction="sum") / max(len(idx), 1)
             with warnings.catch_warnings():
                 # Expected for the first layer (inputs need no gradient); Opacus still sees every sample.
                 warnings.filterwarnings("ignore", message="Full backward hook is firing")
+                if criterion is not None:
+                    loss = criterion(logits, y[idx])
+                else:
+                    loss = F.cross_entropy(logits, y[idx])
                 loss.backward()
             optimizer.step()
-            total_loss += float(loss.detach())
+            total_loss += float(loss.detach()) if not ghost else float(loss.loss_per_sample.detach().mean())
     finally:
         gsm._close()  # remove Opacus hooks: the model is reused as a plain workspace
     delta = get_flat(model) - global_params.to(x.device)

@@ -1,0 +1,167 @@
+"""DP-SGD benchmark (issue: differential privacy in training). Not run in CI.
+
+(a) Throughput on the MNIST CNN, one run, side by side: a plain PyTorch loop, unseen's non-private
+    client update, unseen's DP-SGD (ghost clipping, the default, and Opacus hooks), and plain Opacus
+    (PrivacyEngine.make_private, Poisson DataLoader). Same model, same expected batch, same steps.
+(b) Accuracy vs epsilon on real MNIST, delta = 1e-5, with the recipe below (centralized DP-SGD).
+(c) User-level DP-FedAvg: 100 clients on MNIST shards, epsilon 8, delta 1e-5 (target >= 95%).
+
+Writes benchmarks/results/dp_sgd.json. Usage:
+  .venv/bin/python benchmarks/dp_sgd.py --part a
+  .venv/bin/python benchmarks/dp_sgd.py --part b --eps 1,3 --epochs 10
+  .venv/bin/python benchmarks/dp_sgd.py --part c --rounds 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch.nn import functional as F
+
+import unseen
+from unseen.federated import LocalTraining, get_flat, local_update
+from unseen.models import init_model
+from unseen.privacy.dpsgd import DPSGD, dp_sgd_update
+
+ROOT = Path(__file__).resolve().parent
+os.environ.setdefault("UNSEEN_DATA_DIR", str(ROOT.parent.parent / "shared" / "data"))
+RESULTS = ROOT / "results" / "dp_sgd.json"
+
+# (b) recipe: Tramer & Boneh's end-to-end tanh CNN, large batches, small clip, SGD with momentum.
+RECIPE = {"model": {"name": "dp_cnn"}, "train": {"batch_size": 512, "lr": 4.0, "momentum": 0.9},
+          "privacy": {"mechanism": "dp_sgd", "clip": 0.1, "delta": 1e-5}}
+
+
+def throughput(model_name: str, n: int, batch: int, steps: int) -> dict:
+    data = unseen.data.load("mnist")
+    x = torch.from_numpy(data.train.x[:n])
+    y = torch.from_numpy(data.train.y[:n])
+    samples = steps * batch
+    out: dict = {"model": model_name, "expected_batch": batch, "steps": steps}
+
+    def timed(fn) -> float:
+        fn(1)  # warm-up step
+        start = time.perf_counter()
+        fn(steps)
+        return samples / (time.perf_counter() - start)
+
+    def plain(k: int) -> None:
+        model = init_model(model_name, (1, 28, 28), 10, seed=0)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        for _ in range(k):
+            idx = torch.randint(0, n, (batch,))
+            opt.zero_grad()
+            F.cross_entropy(model(x[idx]), y[idx]).backward()
+            opt.step()
+
+    model = init_model(model_name, (1, 28, 28), 10, seed=0)
+    params = get_flat(model)
+
+    def ours(k: int) -> None:
+        local_update(model, params, x[: k * batch], y[: k * batch], LocalTraining(batch_size=batch, lr=0.1),
+                     torch.Generator().manual_seed(0))
+
+    def ours_dp(mode: str):
+        def fn(k: int) -> None:
+            # epochs=1 over k/q records: k Poisson steps of expected size `batch`
+            m = k * batch
+            dp_sgd_update(model, params, x[:m], y[:m], LocalTraining(lr=0.1),
+                          DPSGD(1.0, 1.0, batch / m, grad_sample_mode=mode), torch.Generator().manual_seed(0))
+        return fn
+
+    def opacus(k: int) -> None:
+        from opacus import PrivacyEngine
+
+        m = init_model(model_name, (1, 28, 28), 10, seed=0)
+        loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x[: k * batch], y[: k * batch]),
+                                             batch_size=batch)
+        engine = PrivacyEngine()
+        m, opt, loader = engine.make_private(module=m, optimizer=torch.optim.SGD(m.parameters(), lr=0.1),
+                                             data_loader=loader, noise_multiplier=1.0, max_grad_norm=1.0)
+        for xb, yb in loader:
+            opt.zero_grad()
+            F.cross_entropy(m(xb), yb).backward()
+            opt.step()
+
+    runs = {"plain_pytorch": plain, "unseen_non_private": ours, "unseen_dp_sgd_ghost": ours_dp("ghost"),
+            "unseen_dp_sgd_hooks": ours_dp("hooks"), "opacus_make_private": opacus}
+    for name, fn in runs.items():
+        out[name] = {"samples_per_second": timed(fn)}
+        print(f"  {model_name:<7} {name:<22} {out[name]['samples_per_second']:9.0f} samples/s", flush=True)
+    base = out["unseen_non_private"]["samples_per_second"]
+    for name in runs:
+        out[name]["cost_vs_non_private"] = base / out[name]["samples_per_second"]
+    return out
+
+
+def accuracy(eps_list: list[float], epochs: int) -> list[dict]:
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for eps in eps_list:
+            raw = json.loads(json.dumps(RECIPE))
+            raw.update({"name": f"dp-mnist-eps{eps:g}", "mode": "central", "data": {"name": "mnist"},
+                        "output": {"dir": tmp}})
+            raw["train"]["epochs"] = epochs
+            raw["privacy"]["epsilon"] = eps
+            start = time.perf_counter()
+            result = unseen.run(unseen.parse_spec(raw))
+            (g,) = result.results["privacy"]["guarantees"]
+            row = {"epsilon_target": eps, "epsilon": g["epsilon"], "noise_multiplier": g["noise_multiplier"],
+                   "epochs": epochs, "test_accuracy": result.accuracy,
+                   "accuracy_per_epoch": [m["test_accuracy"] for m in result.results["rounds"]],
+                   "minutes": (time.perf_counter() - start) / 60, "recipe": raw}
+            print(f"  eps {eps:g}: {100 * result.accuracy:.2f}% after {epochs} epochs "
+                  f"(noise {g['noise_multiplier']:.3f}, {row['minutes']:.1f} min)", flush=True)
+            rows.append(row)
+    return rows
+
+
+def federated(rounds: int) -> dict:
+    raw = {"name": "dp-fedavg-mnist", "data": {"name": "mnist", "partition": {"method": "shards"}},
+           "model": {"name": "dp_cnn"}, "train": {"lr": 0.1, "batch_size": 32, "epochs": 1},
+           "federated": {"clients": 100, "fraction": 1.0, "rounds": rounds},
+           "privacy": {"mechanism": "dp_fedavg", "epsilon": 8.0, "delta": 1e-5, "clip": 1.0, "adaptive_clip": True}}
+    with tempfile.TemporaryDirectory() as tmp:
+        raw["output"] = {"dir": tmp}
+        start = time.perf_counter()
+        result = unseen.run(unseen.parse_spec(raw))
+    (g,) = result.results["privacy"]["guarantees"]
+    curve = [m["test_accuracy"] for m in result.results["rounds"]]
+    print(f"  DP-FedAvg, 100 clients, eps {g['epsilon']:.3g} per user: {100 * result.accuracy:.2f}% after {rounds} "
+          f"rounds (noise {g['noise_multiplier']:.3f}; {(time.perf_counter() - start) / 60:.1f} min)", flush=True)
+    return {"spec": raw, "guarantee": g, "test_accuracy": result.accuracy, "accuracy_per_round": curve}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--part", default="abc", help="any of a, b, c")
+    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--eps", default="1,2,3,8")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=10)
+    args = parser.parse_args()
+    report = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    report["machine"] = {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                         "python": platform.python_version(), "torch": torch.__version__}
+    if "a" in args.part:
+        print("(a) throughput, expected batch 256")
+        report["throughput"] = [throughput(m, 60000, 256, args.steps) for m in ("cnn", "dp_cnn")]
+    if "b" in args.part:
+        print(f"(b) accuracy vs epsilon, delta 1e-5, {args.epochs} epochs")
+        report["accuracy"] = accuracy([float(e) for e in args.eps.split(",")], args.epochs)
+    if "c" in args.part:
+        print("(c) user-level DP-FedAvg on MNIST shards, 100 clients, epsilon 8")
+        report["federated"] = federated(args.rounds)
+    RESULTS.write_text(json.dumps(report, indent=2))
+    print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
