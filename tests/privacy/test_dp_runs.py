@@ -31,6 +31,15 @@ def test_user_level_dp_fedavg_reports_a_user_guarantee(tmp_path):
     assert results["status"] == "completed" and result.accuracy > 0.5
 
 
+def test_calibrated_run_spends_its_budget_without_stopping_early(tmp_path):
+    # All clients every round (q = 1): the budget check must agree with the calibration to the last round.
+    result = run(parse_spec(_spec({"mechanism": "dp_fedavg", "epsilon": 8.0}, fraction=1.0, rounds=30)),
+                 output_dir=tmp_path)
+    (g,) = result.results["privacy"]["guarantees"]
+    assert result.results["status"] == "completed" and g["steps"] == 30
+    assert g["epsilon"] == pytest.approx(8.0, rel=1e-3)
+
+
 def test_dp_sgd_in_clients_gives_each_client_its_own_guarantee(tmp_path):
     result = run(parse_spec(_spec({"mechanism": "dp_sgd", "epsilon": 3.0}, clients=4, fraction=1.0, rounds=3)),
                  output_dir=tmp_path)

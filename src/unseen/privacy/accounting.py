@@ -130,7 +130,14 @@ class GaussianLedger:
 
     def epsilon(self, delta: float, extra: tuple[float, float, int] | None = None) -> float:
         """Epsilon spent so far (plus ``extra`` steps, to ask "what if I take one more round?")."""
-        segments = [*self.segments, list(extra)] if extra else self.segments
+        segments = [list(seg) for seg in self.segments]
+        if extra is not None:
+            # Merge like `record` does: composing [z, q, n] + [z, q, 1] separately is numerically a hair
+            # off composing [z, q, n + 1], enough to halt a calibrated run one round early.
+            if segments and segments[-1][:2] == [extra[0], extra[1]]:
+                segments[-1][2] += extra[2]
+            else:
+                segments.append(list(extra))
         return _composed_epsilon(self.accountant, tuple(tuple(s) for s in segments), delta)
 
     def to_dict(self) -> dict[str, Any]:
