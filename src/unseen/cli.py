@@ -70,7 +70,7 @@ def _progress(enabled: bool) -> Iterator[experiment.Hooks]:
         yield experiment.Hooks(on_start=on_start, on_round=on_round, on_client=on_client)
 
 
-def _show(result: experiment.RunResult, fmt: str) -> None:
+def _show(result: experiment.RunResult, fmt: str, report_line: bool = True) -> None:
     if fmt == "json":
         out.print_json(json.dumps(result.results, default=float))
         return
@@ -80,6 +80,12 @@ def _show(result: experiment.RunResult, fmt: str) -> None:
     if result.results["rejected_updates"]:
         out.print(tables.rejections_table(result.results))
     out.print(f"run folder: [bold]{result.run_dir}[/] (results.json, spec.toml, checkpoints/, log.txt)")
+    if report_line:
+        _print_report_path(result.run_dir)
+
+
+def _print_report_path(run_dir: Path) -> None:
+    out.print(f"report: [bold]{run_dir / 'report.html'}[/] (opens offline in any browser)")
 
 
 @app.command("run")
@@ -117,12 +123,21 @@ def demo(
         out.print_json(json.dumps({"federated_accuracy": result.accuracy, "pooled_accuracy": pooled,
                                    "run_dir": str(result.run_dir), "results": result.results}, default=float))
         return
-    _show(result, fmt)
+    _show(result, fmt, report_line=False)
     n = len(result.results["dataset"]["client_sizes"])
     out.print(tables.comparison_table([
         (f"federated (FedAvg, {n} hospitals)", result.accuracy, "stayed in each hospital"),
         ("central logistic regression (scikit-learn)", pooled, "pooled in one place"),
     ]))
+    _print_report_path(result.run_dir)
+
+
+@app.command()
+def report(run_dir: Annotated[Path, typer.Argument(help="a finished run folder")]) -> None:
+    """Write report.html for a finished run (unseen run does this automatically)."""
+    from unseen.report.html import write_report
+
+    out.print(f"report: [bold]{write_report(run_dir)}[/]")
 
 
 @app.command()

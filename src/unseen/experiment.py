@@ -40,6 +40,7 @@ from unseen.privacy import PrivacyGuarantee, calibrate_noise
 from unseen.privacy.accounting import accountant_name
 from unseen.privacy.dp_fedavg import DPFedAvg
 from unseen.privacy.dpsgd import DPSGD, check_model, steps_per_epoch
+from unseen.report.html import write_report
 from unseen.runtime.checkpoint import load_latest, save_checkpoint
 from unseen.runtime.simulation import Adversary, SimulationPlan, SimulationState, initial_state, simulate
 
@@ -661,6 +662,7 @@ def _execute(spec: ExperimentSpec, run_dir: Path, hooks: Hooks, checkpoint: dict
         results["costs"]["wall_seconds"] = prior_wall + time.perf_counter() - started  # incl. final evaluation
         (run_dir / "results.json").write_text(json.dumps(results, indent=2, default=float))
         torch.save(state.params, run_dir / "model.pt")
+        write_report(run_dir)
         log.info("run %s completed: test accuracy %.4f", run_dir.name, results["final"]["test_accuracy"])
         return RunResult(run_dir, results, state.params)
     finally:
@@ -734,4 +736,5 @@ def run_demo(spec: ExperimentSpec, *, output_dir: str | Path | None = None,
     result.results["baseline"] = {"pooled_logistic_regression_accuracy": pooled,
                                   "note": "scikit-learn LogisticRegression on the pooled training data"}
     (result.run_dir / "results.json").write_text(json.dumps(result.results, indent=2, default=float))
+    write_report(result.run_dir)  # again, now with the baseline beside the federated accuracy
     return result, pooled
