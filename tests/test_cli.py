@@ -92,3 +92,14 @@ def test_killed_run_resumes_to_the_same_model(tmp_path):
     assert torch.equal(torch.load(folder / "model.pt"), reference.params)
     resumed = json.loads((folder / "results.json").read_text())
     assert len(resumed["rounds"]) == 30
+
+
+def test_sweep_command_json(tmp_path):
+    spec = tmp_path / "spec.toml"
+    spec.write_text('name = "s"\n[data]\nname = "digits"\n[federated]\nclients = 3\n')
+    proc = unseen("sweep", str(spec), "--vary", "federated.rounds=1,3", "--output", str(tmp_path / "sw"),
+                  "--format", "json")
+    summary = json.loads(proc.stdout)["summary"]
+    assert [row["settings"]["federated.rounds"] for row in summary] == [1, 3]
+    assert (tmp_path / "sw" / "sweep.html").is_file()
+    assert "--vary" in unseen("sweep", str(spec), check=False).stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 from collections.abc import Iterator
@@ -130,6 +131,42 @@ def demo(
         ("central logistic regression (scikit-learn)", pooled, "pooled in one place"),
     ]))
     _print_report_path(result.run_dir)
+
+
+@app.command()
+def sweep(
+    spec: Annotated[Path | None, typer.Argument(help="base experiment spec (TOML)")] = None,
+    vary: Annotated[list[str] | None, typer.Option("--vary", help="a field and its values: --vary privacy.epsilon=1,2,4,inf")] = None,
+    seeds: Annotated[int, typer.Option(help="seeds per setting (error bars)")] = 1,
+    set_: Annotated[list[str] | None, typer.Option("--set", "-s", help="override a base field")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="sweep folder (re-run the same command to resume)")] = None,
+    fmt: FormatOpt = "table",
+) -> None:
+    """Run a grid of experiments; finished points are never re-run. Writes sweep.json and sweep.html."""
+    import tomllib
+
+    from unseen.sweep import parse_vary, run_sweep
+
+    _check_format(fmt)
+    if not vary:
+        raise UnseenError("give at least one --vary section.key=v1,v2,... (e.g. --vary privacy.epsilon=1,2,4,inf).")
+    raw = tomllib.loads(spec.read_text()) if spec is not None else {}
+    experiment.apply_overrides(raw, set_ or [])
+    experiment.parse_spec(raw)  # the base spec must be valid on its own
+    varied = parse_vary(vary)
+    folder = output or Path(raw.get("output", {}).get("dir", "runs")) / f"{raw.get('name', 'experiment')}-sweep"
+    if fmt == "json":
+        result = run_sweep(raw, varied, seeds, folder)
+        out.print_json(json.dumps(json.loads((folder / "sweep.json").read_text())))
+        return
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err) as bar:
+        task = bar.add_task("sweep points", total=len(list(itertools.product(*varied.values()))) * seeds)
+        result = run_sweep(raw, varied, seeds, folder,
+                           on_point=lambda i, n, name: bar.update(task, completed=i, description=f"sweep {name}"))
+        bar.update(task, completed=len(result["points"]), description="sweep points")
+    out.print(tables.sweep_table(result))
+    out.print(f"sweep: [bold]{folder / 'sweep.html'}[/] and sweep.json; each point's run folder is under {folder / 'points'}")
 
 
 @app.command()

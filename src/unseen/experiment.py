@@ -684,7 +684,12 @@ def new_run_dir(spec: ExperimentSpec, output_dir: str | Path | None = None) -> P
 
 def run(spec: ExperimentSpec, *, output_dir: str | Path | None = None, hooks: Hooks | None = None) -> RunResult:
     """Run an experiment in a new run folder under ``output_dir`` (default: ``spec.output.dir``)."""
-    run_dir = new_run_dir(spec, output_dir)
+    return run_in(spec, new_run_dir(spec, output_dir), hooks=hooks)
+
+
+def run_in(spec: ExperimentSpec, run_dir: Path, *, hooks: Hooks | None = None) -> RunResult:
+    """Run an experiment in the given (new or empty) folder."""
+    run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "spec.toml").write_text(spec_to_toml(spec))
     return _execute(spec, run_dir, hooks or Hooks(), None)
 
@@ -703,7 +708,8 @@ def resume(run_dir: str | Path, *, hooks: Hooks | None = None) -> RunResult:
 __all__ = [
     "AdversarySpec", "AuditSpec", "DataSpec", "ExperimentSpec", "FederatedSpec", "Hooks", "ModelSpec",
     "OutputSpec", "PartitionSpec", "PrivacySpec", "RunResult", "RuntimeSpec", "TrainSpec", "UnseenError",
-    "apply_overrides", "build_plan", "load_dataset", "load_spec", "parse_spec", "resume", "run", "spec_to_toml",
+    "apply_overrides", "build_plan", "load_dataset", "load_spec", "parse_spec", "resume", "run", "run_in",
+    "spec_to_toml",
 ]
 
 

@@ -104,3 +104,18 @@ def key_value_table(title: str, values: dict[str, Any]) -> Table:
     for key, value in values.items():
         table.add_row(key.replace("_", " "), f"{value:.6g}" if isinstance(value, float) else str(value))
     return table
+
+
+def sweep_table(sweep: dict[str, Any]) -> Table:
+    keys = list(sweep["vary"])
+    table = Table(title=f"sweep over {', '.join(keys)} ({sweep['seeds']} seed(s) each)", title_justify="left")
+    for k in keys:
+        table.add_column(k)
+    for col in ("accuracy (mean ± sd)", "formal epsilon", "seconds", "runs"):
+        table.add_column(col, justify="right")
+    for row in sweep["summary"]:
+        eps = row["epsilon"]
+        table.add_row(*(str(row["settings"][k]) for k in keys),
+                      f"{100 * row['accuracy_mean']:.2f}% ± {100 * row['accuracy_std']:.2f}",
+                      "none" if eps == float("inf") else f"{eps:.3g}", f"{row['seconds_mean']:.1f}", str(row["runs"]))
+    return table

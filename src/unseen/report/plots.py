@@ -78,8 +78,12 @@ def costs(rounds: Sequence[dict[str, Any]]) -> str:
         return _svg(fig)
 
 
-def sweep_curve(x_label: str, series: dict[str, list[tuple[float, float, float]]], y_label: str, title: str) -> str:
-    """One line per series of (x, mean, std) points, with error bars; infinite x drawn at the right end."""
+def sweep_curve(x_label: str, series: dict[str, list[tuple[float, float, float]]], y_label: str, title: str,
+                ticks: list[str] | None = None) -> str:
+    """One line per series of (x, mean, std) points, with error bars; infinite x drawn at the right end.
+
+    With ``ticks`` the x values are positions of categorical settings, labelled by ``ticks``.
+    """
     with plt.rc_context(_STYLE):
         fig, ax = plt.subplots()
         finite = [x for pts in series.values() for x, _, _ in pts if math.isfinite(x)]
@@ -88,7 +92,9 @@ def sweep_curve(x_label: str, series: dict[str, list[tuple[float, float, float]]
             xs = [x if math.isfinite(x) else right for x, _, _ in points]
             ax.errorbar(xs, [m for _, m, _ in points], yerr=[s for _, _, s in points], marker="o", ms=4,
                         capsize=3, label=name)
-        if finite and min(finite) > 0 and right / min(finite) > 20:
+        if ticks is not None:
+            ax.set_xticks(range(len(ticks)), ticks)
+        elif finite and min(finite) > 0 and right / min(finite) > 20:
             ax.set_xscale("log")
         if any(not math.isfinite(x) for pts in series.values() for x, _, _ in pts):
             ax.annotate("inf = no DP", (right, ax.get_ylim()[0]), ha="center", fontsize=8)
