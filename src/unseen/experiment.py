@@ -42,7 +42,14 @@ from unseen.privacy.dp_fedavg import DPFedAvg
 from unseen.privacy.dpsgd import DPSGD, check_model, steps_per_epoch
 from unseen.report.html import write_report
 from unseen.runtime.checkpoint import load_latest, save_checkpoint
-from unseen.runtime.simulation import Adversary, SimulationPlan, SimulationState, initial_state, simulate
+from unseen.runtime.simulation import (
+    STAGES,
+    Adversary,
+    SimulationPlan,
+    SimulationState,
+    initial_state,
+    simulate,
+)
 
 log = logging.getLogger("unseen")
 log.propagate = False  # run logs go to the run folder's log.txt; the terminal shows progress bars
@@ -599,6 +606,8 @@ def _results(spec: ExperimentSpec, dataset: Dataset, plan: SimulationPlan, parts
             "wall_seconds": wall,
             "train_seconds": float(sum(m["seconds"] for m in history)),
             "seconds_per_round": float(np.median([m["seconds"] for m in history])) if history else 0.0,
+            "stage_seconds": {stage: float(sum(m.get("stage_seconds", {}).get(stage, 0.0) for m in history))
+                              for stage in STAGES},
             "bytes_up": int(sum(m["bytes_up"] for m in history)),
             "bytes_down": int(sum(m["bytes_down"] for m in history)),
             "note": "bytes are the sizes of the serialized payloads the simulator exchanged" if plan.serialize

@@ -31,6 +31,7 @@ def test_run_writes_a_self_contained_report(dp_run):
     for section in ("Summary", "Training curves", "Per-client accuracy", "Privacy ledger", "Audit", "Cost", "Reproduce"):
         assert f"<h2>{section}</h2>" in html
     assert html.count("<svg") == 4  # curves, clients, ledger, costs
+    assert 'id="stages"' in html and "client training" in html
     # Opens offline: no scripts, no external stylesheets, images or fonts.
     assert "<script" not in html and "<link" not in html and not re.search(r'(src|href)="(https?:)?//', html)
     results = json.loads((dp_run.run_dir / "results.json").read_text())

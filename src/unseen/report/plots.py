@@ -68,8 +68,17 @@ def costs(rounds: Sequence[dict[str, Any]]) -> str:
     with plt.rc_context(_STYLE):
         fig, (time_ax, bytes_ax) = plt.subplots(1, 2)
         r = [m["round"] for m in rounds]
-        time_ax.bar(r, [m["seconds"] for m in rounds], color="#55a868")
-        time_ax.set(xlabel="round", ylabel="seconds", title="wall time per round")
+        stages = list(rounds[0].get("stage_seconds", {})) if rounds else []
+        bottom = [0.0] * len(rounds)
+        for stage in stages:  # stacked: where each round's time went
+            values = [m["stage_seconds"][stage] for m in rounds]
+            time_ax.bar(r, values, bottom=bottom, label=stage.replace("_", " "))
+            bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+        if not stages:
+            time_ax.bar(r, [m["seconds"] for m in rounds], color="#55a868")
+        time_ax.set(xlabel="round", ylabel="seconds", title="wall time per round, by stage")
+        if stages:
+            time_ax.legend(frameon=False, fontsize=7)
         bytes_ax.bar(r, [m["bytes_up"] / 1e6 for m in rounds], label="up", color="#4c72b0")
         bytes_ax.bar(r, [m["bytes_down"] / 1e6 for m in rounds], bottom=[m["bytes_up"] / 1e6 for m in rounds],
                      label="down", color="#dd8452")

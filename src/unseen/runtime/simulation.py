@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -130,6 +131,18 @@ def client_generator(seed: int, round_index: int, client: int) -> torch.Generato
     return torch.Generator().manual_seed(int(state[0] >> np.uint64(1)))
 
 
+STAGES = ("client_training", "serialize", "screen_and_aggregate", "evaluate", "accounting")
+
+
+@contextmanager
+def _timed(stages: dict[str, float], name: str) -> Iterator[None]:
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        stages[name] += time.perf_counter() - start
+
+
 RoundCallback = Callable[[SimulationState, dict[str, Any]], None]
 ClientCallback = Callable[[int, int], None]
 
@@ -145,7 +158,9 @@ def run_round(
     else:
         selected = sample_clients(len(plan.clients), plan.clients_per_round, plan.seed, r)
     ledgers = {k: GaussianLedger.from_dict(v.to_dict()) for k, v in state.ledgers.items()}
-    broadcast = wire.encode(state.params) if plan.serialize else b""
+    stages: dict[str, float] = {s: 0.0 for s in STAGES}
+    with _timed(stages, "serialize"):
+        broadcast = wire.encode(state.params) if plan.serialize else b""
     bytes_down = len(broadcast) * len(selected)
 
     received: dict[int, object] = {}
@@ -153,8 +168,10 @@ def run_round(
     losses: dict[int, float] = {}
     bytes_up = 0
     for done, c in enumerate(selected):
-        params = wire.decode(broadcast) if plan.serialize else state.params
+        with _timed(stages, "serialize"):
+            params = wire.decode(broadcast) if plan.serialize else state.params
         x, y = plan.clients[c]
+        train_start = time.perf_counter()
         gen = client_generator(plan.seed, r, c)
         if plan.dp_sgd is not None:
             rate = plan.client_dp_rates[c] if plan.client_dp_rates else plan.dp_sgd.sampling_rate
@@ -163,22 +180,25 @@ def run_round(
             ledgers[str(c)].record(dp.noise_multiplier, rate, result.steps)
         else:
             result = local_update(plan.model, params, x, y, plan.local, gen)
+        stages["client_training"] += time.perf_counter() - train_start
         update = result.delta
         if plan.adversary is not None and c < plan.adversary.count:
             update = corrupt(update, plan.adversary.kind, plan.adversary.factor, gen)
-        if plan.serialize:
-            payload = wire.encode(update)
-            bytes_up += len(payload)
-            try:
-                received[c] = wire.decode(payload)
-            except wire.WireError as exc:
-                received[c] = exc
-        else:
-            received[c] = update
+        with _timed(stages, "serialize"):
+            if plan.serialize:
+                payload = wire.encode(update)
+                bytes_up += len(payload)
+                try:
+                    received[c] = wire.decode(payload)
+                except wire.WireError as exc:
+                    received[c] = exc
+            else:
+                received[c] = update
         sizes[c], losses[c] = result.num_samples, result.mean_loss
         if on_client is not None:
             on_client(done + 1, len(selected))
 
+    aggregate_start = time.perf_counter()
     accepted, rejected = screen_updates(
         received, state.params.numel(), r, max_norm=plan.max_update_norm, max_norm_ratio=plan.max_norm_ratio
     )
@@ -207,13 +227,17 @@ def run_round(
         # Nothing trustworthy arrived: keep the model, say so, and carry on.
         metrics["train_loss"] = float("nan")
         metrics["skipped"] = "no update was accepted; the global model is unchanged"
-    if r % plan.eval_every == 0 or r == plan.rounds:
-        metrics["test_loss"], metrics["test_accuracy"] = evaluate(
-            plan.model, params, plan.test[0], plan.test[1], plan.eval_batch_size
-        )
-    if plan.budget is not None and ledgers:
-        metrics["epsilon"] = max_epsilon(ledgers, plan.budget[1])
+    stages["screen_and_aggregate"] = time.perf_counter() - aggregate_start
+    with _timed(stages, "evaluate"):
+        if r % plan.eval_every == 0 or r == plan.rounds:
+            metrics["test_loss"], metrics["test_accuracy"] = evaluate(
+                plan.model, params, plan.test[0], plan.test[1], plan.eval_batch_size
+            )
+    with _timed(stages, "accounting"):
+        if plan.budget is not None and ledgers:
+            metrics["epsilon"] = max_epsilon(ledgers, plan.budget[1])
     metrics["seconds"] = time.perf_counter() - start
+    metrics["stage_seconds"] = stages
     metrics["bytes_up"], metrics["bytes_down"] = bytes_up, bytes_down
     new_state = SimulationState(
         r, params, server_state, [*state.history, metrics],
