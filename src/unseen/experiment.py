@@ -168,14 +168,10 @@ class PrivacySpec(_Section):
 
 
 class AuditSpec(_Section):
-    attacks: list[str] = Field(default_factory=list)
+    """Attacks run on the finished model; results land in results.json and the report."""
 
-    @field_validator("attacks")
-    @classmethod
-    def _available(cls, attacks: list[str]) -> list[str]:
-        if attacks:
-            raise ValueError("no attacks are available in this version of unseen yet; remove audit.attacks")
-        return attacks
+    attacks: list[Literal["loss"]] = Field(default_factory=list, description="membership inference attacks to run")
+    max_records: int = Field(2000, ge=10, description="members and non-members scored per attack")
 
 
 class OutputSpec(_Section):
@@ -550,6 +546,28 @@ def build_plan(spec: ExperimentSpec, dataset: Dataset, device: torch.device) -> 
     return plan, parts
 
 
+def _audit(spec: ExperimentSpec, plan: SimulationPlan, state: SimulationState, dataset: Dataset) -> dict[str, Any]:
+    """Run the spec's attacks against the final model: training records are members, test records not."""
+    if not spec.audit.attacks:
+        return {}
+    from unseen.attacks.membership import THREAT_MODEL, loss_scores
+    from unseen.audit import audit_scores
+
+    rng = np.random.default_rng([spec.seed, 7])
+    n = min(spec.audit.max_records, len(dataset.train), len(dataset.test))
+    members = rng.choice(len(dataset.train), n, replace=False)
+    outsiders = rng.choice(len(dataset.test), n, replace=False)
+    x_in = torch.cat([cx for cx, _ in plan.clients])[torch.from_numpy(members)]  # client order = partition order
+    y_in = torch.cat([cy for _, cy in plan.clients])[torch.from_numpy(members)]
+    x_out, y_out = plan.test[0][torch.from_numpy(outsiders)], plan.test[1][torch.from_numpy(outsiders)]
+    scores_in = loss_scores(plan.model, state.params, x_in, y_in)
+    scores_out = loss_scores(plan.model, state.params, x_out, y_out)
+    delta = plan.budget[1] if plan.budget is not None else 0.0
+    result = audit_scores(scores_in, scores_out, delta=delta)
+    return {"loss": {**result.to_dict(), "threat_model": THREAT_MODEL,
+                     "roc": {"fpr": result.fpr.tolist(), "tpr": result.tpr.tolist()}}}
+
+
 def _versions() -> dict[str, str]:
     return {"unseen": unseen.__version__, "torch": torch.__version__, "numpy": np.__version__,
             "python": platform.python_version()}
@@ -583,6 +601,7 @@ def _results(spec: ExperimentSpec, dataset: Dataset, plan: SimulationPlan, parts
     else:  # halted by the privacy budget between evaluations, or before the first round
         final_loss, final_acc = evaluate(plan.model, state.params, *plan.test, plan.eval_batch_size)
     return {
+        "audit": _audit(spec, plan, state, dataset),
         "name": spec.name,
         "status": "budget_exhausted" if state.halted else "completed",
         "mode": spec.mode,

@@ -66,3 +66,15 @@ def test_tpr_at_low_fpr_reports_intervals_and_measurability():
     assert not result.tpr_at_fpr[0.0001]["meaningful"]  # 1e-4 x 1000 non-members < 1
     with pytest.raises(ValueError):
         audit_scores(np.array([]), np.array([1.0]))
+
+
+def test_loss_attack_in_a_run(tmp_path):
+    from unseen.experiment import parse_spec, run
+
+    # An MLP trained hard on 2 clients of digits: the loss attack finds some signal, and says how much.
+    spec = parse_spec({"data": {"name": "digits"}, "model": {"name": "mlp"}, "train": {"epochs": 20, "lr": 0.2},
+                       "federated": {"clients": 2, "rounds": 10}, "audit": {"attacks": ["loss"], "max_records": 400}})
+    audit = run(spec, output_dir=tmp_path).results["audit"]["loss"]
+    assert audit["n_members"] == audit["n_nonmembers"] == 400
+    assert audit["auc"] > 0.5 and audit["epsilon_lower_bound"] >= 0
+    assert "loss" in audit["threat_model"] and len(audit["roc"]["fpr"]) == len(audit["roc"]["tpr"])

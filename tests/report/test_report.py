@@ -22,7 +22,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 @pytest.fixture(scope="module")
 def dp_run(tmp_path_factory):
     spec = parse_spec({"name": "rep", "data": {"name": "digits"}, "federated": {"clients": 6, "rounds": 4},
-                       "privacy": {"mechanism": "dp_fedavg", "epsilon": 4.0}})
+                       "privacy": {"mechanism": "dp_fedavg", "epsilon": 4.0}, "audit": {"attacks": ["loss"]}})
     return run(spec, output_dir=tmp_path_factory.mktemp("runs"))
 
 
@@ -30,7 +30,8 @@ def test_run_writes_a_self_contained_report(dp_run):
     html = (dp_run.run_dir / "report.html").read_text()
     for section in ("Summary", "Training curves", "Per-client accuracy", "Privacy ledger", "Audit", "Cost", "Reproduce"):
         assert f"<h2>{section}</h2>" in html
-    assert html.count("<svg") == 4  # curves, clients, ledger, costs
+    assert html.count("<svg") == 5  # curves, clients, ledger, costs, ROC
+    assert 'id="audit"' in html and 'id="eps-hat"' in html
     assert 'id="stages"' in html and "client training" in html
     # Opens offline: no scripts, no external stylesheets, images or fonts.
     assert "<script" not in html and "<link" not in html and not re.search(r'(src|href)="(https?:)?//', html)

@@ -37,6 +37,11 @@ def render_report(results: dict[str, Any], spec_toml: str) -> str:
         ledger=plots.privacy_ledger(rounds, results["privacy"].get("budget_epsilon"))
         if any("epsilon" in m for m in rounds) else "",
         costs=plots.costs(rounds) if rounds else "",
+        audit=results.get("audit") or {},
+        strongest=max((results.get("audit") or {}).items(), key=lambda kv: kv[1]["epsilon_lower_bound"], default=None),
+        roc=plots.roc({k: (v["roc"]["fpr"], v["roc"]["tpr"]) for k, v in results["audit"].items()},
+                      max((g["epsilon"] for g in formal), default=None),
+                      formal[0]["delta"] if formal else 0.0) if results.get("audit") else "",
         spec_toml=spec_toml,
     )
 

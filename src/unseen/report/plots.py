@@ -87,6 +87,27 @@ def costs(rounds: Sequence[dict[str, Any]]) -> str:
         return _svg(fig)
 
 
+def roc(curves: dict[str, tuple[Sequence[float], Sequence[float]]], epsilon: float | None, delta: float) -> str:
+    """ROC on log-log axes, with the best curve (epsilon, delta)-DP allows drawn as a bound."""
+    import numpy as np
+
+    with plt.rc_context({**_STYLE, "figure.figsize": (4.2, 3.6)}):
+        fig, ax = plt.subplots()
+        grid = np.logspace(-5, 0, 200)
+        ax.plot(grid, grid, color="#999", ls=":", label="random guess")
+        if epsilon is not None and math.isfinite(epsilon):
+            ax.plot(grid, np.minimum(1.0, math.exp(epsilon) * grid + delta), color="#c44e52", ls="--",
+                    label=f"bound at eps={epsilon:.3g}")
+        for name, (fpr, tpr) in curves.items():
+            f, t = np.asarray(fpr), np.asarray(tpr)
+            keep = f > 0
+            ax.plot(f[keep], np.maximum(t[keep], 1e-5), label=name)
+        ax.set(xscale="log", yscale="log", xlim=(1e-5, 1), ylim=(1e-5, 1.05), xlabel="false positive rate",
+               ylabel="true positive rate", title="membership inference ROC")
+        ax.legend(frameon=False, fontsize=7)
+        return _svg(fig)
+
+
 def sweep_curve(x_label: str, series: dict[str, list[tuple[float, float, float]]], y_label: str, title: str,
                 ticks: list[str] | None = None) -> str:
     """One line per series of (x, mean, std) points, with error bars; infinite x drawn at the right end.
