@@ -11,7 +11,8 @@ from unseen.errors import SpecError
 from unseen.sweep import parse_vary, point_spec, run_sweep
 
 BASE = {"name": "sw", "data": {"name": "digits"}, "model": {"name": "logreg"}, "train": {"lr": 0.2},
-        "federated": {"clients": 10, "rounds": 6}, "privacy": {"mechanism": "dp_fedavg", "epsilon": 4.0}}
+        "federated": {"clients": 10, "rounds": 6}, "privacy": {"mechanism": "dp_fedavg", "epsilon": 4.0},
+        "audit": {"attacks": ["loss"], "max_records": 300}}
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +35,8 @@ def test_grid_summary_and_files(sweep):
     assert {p["seed"] for p in result["points"]} == {0, 1}
     assert all((folder / "points" / p).is_dir() for p in ("privacy.epsilon=inf,seed=0", "privacy.epsilon=0.5,seed=1"))
     html = (folder / "sweep.html").read_text()
-    assert html.count("<svg") == 2 and "<script" not in html
+    assert html.count("<svg") == 3 and "<script" not in html  # accuracy, attack success, cost
+    assert all(0 <= row["attack_auc_mean"] <= 1 and row["eps_hat_max"] >= 0 for row in result["summary"])
 
 
 def test_finished_points_are_not_rerun_and_interrupted_ones_resume(sweep):

@@ -564,7 +564,10 @@ def _audit(spec: ExperimentSpec, plan: SimulationPlan, state: SimulationState, d
     scores_out = loss_scores(plan.model, state.params, x_out, y_out)
     delta = plan.budget[1] if plan.budget is not None else 0.0
     result = audit_scores(scores_in, scores_out, delta=delta)
-    return {"loss": {**result.to_dict(), "threat_model": THREAT_MODEL,
+    # The members the attack is surest about: the records this model exposes most.
+    top = np.argsort(-scores_in)[:10]
+    vulnerable = [{"train_index": int(members[i]), "label": int(y_in[i]), "loss": float(-scores_in[i])} for i in top]
+    return {"loss": {**result.to_dict(), "threat_model": THREAT_MODEL, "most_vulnerable": vulnerable,
                      "roc": {"fpr": result.fpr.tolist(), "tpr": result.tpr.tolist()}}}
 
 

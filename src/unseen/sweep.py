@@ -86,11 +86,15 @@ def run_sweep(
         else:
             results = run_in(spec, folder).results
         formal = [g["epsilon"] for g in results["privacy"]["guarantees"] if g["epsilon"] is not None]
+        audits = results.get("audit") or {}
         rows.append({
             "settings": settings, "seed": spec.seed, "run_dir": str(folder),
             "test_accuracy": results["final"]["test_accuracy"], "epsilon": max(formal) if formal else math.inf,
             "status": results["status"], "wall_seconds": results["costs"]["wall_seconds"],
             "bytes": results["costs"]["bytes_up"] + results["costs"]["bytes_down"],
+            # Attack success: the strongest audited attack's AUC and empirical epsilon, if any ran.
+            "attack_auc": max((a["auc"] for a in audits.values()), default=None),
+            "eps_hat": max((a["epsilon_lower_bound"] for a in audits.values()), default=None),
         })
     summary = summarize(rows, keys)
     out = {"vary": vary, "seeds": seeds, "points": rows, "summary": summary}
@@ -117,6 +121,11 @@ def summarize(rows: list[dict[str, Any]], keys: list[str]) -> list[dict[str, Any
             "seconds_mean": float(np.mean([m["wall_seconds"] for m in members])),
             "bytes_mean": float(np.mean([m["bytes"] for m in members])),
         })
+        if all(m["attack_auc"] is not None for m in members):
+            aucs = np.array([m["attack_auc"] for m in members])
+            out[-1].update({"attack_auc_mean": float(aucs.mean()),
+                            "attack_auc_std": float(aucs.std(ddof=1)) if len(aucs) > 1 else 0.0,
+                            "eps_hat_max": float(max(m["eps_hat"] for m in members))})
     return out
 
 

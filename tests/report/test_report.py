@@ -31,7 +31,8 @@ def test_run_writes_a_self_contained_report(dp_run):
     for section in ("Summary", "Training curves", "Per-client accuracy", "Privacy ledger", "Audit", "Cost", "Reproduce"):
         assert f"<h2>{section}</h2>" in html
     assert html.count("<svg") == 5  # curves, clients, ledger, costs, ROC
-    assert 'id="audit"' in html and 'id="eps-hat"' in html
+    assert 'id="audit"' in html and 'id="eps-hat"' in html and 'class="vulnerable"' in html
+    assert len(dp_run.results["audit"]["loss"]["most_vulnerable"]) == 10
     assert 'id="stages"' in html and "client training" in html
     # Opens offline: no scripts, no external stylesheets, images or fonts.
     assert "<script" not in html and "<link" not in html and not re.search(r'(src|href)="(https?:)?//', html)

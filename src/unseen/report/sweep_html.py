@@ -37,6 +37,9 @@ def render_sweep(sweep: dict[str, Any]) -> str:
         n_points=len(sweep["points"]), n_settings=len(summary),
         accuracy_plot=plots.sweep_curve(x_key, series("accuracy_mean", "accuracy_std", 100), "test accuracy (%)",
                                         "accuracy vs " + x_key, ticks),
+        attack_plot=plots.sweep_curve(x_key, series("attack_auc_mean", "attack_auc_std", 1), "attack AUC",
+                                      "membership inference vs " + x_key, ticks)
+        if all("attack_auc_mean" in row for row in summary) else "",
         cost_plot=plots.sweep_curve(x_key, series("seconds_mean", None, 1), "seconds per run",
                                     "wall time vs " + x_key, ticks),
     )
