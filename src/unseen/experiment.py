@@ -329,15 +329,20 @@ def apply_overrides(raw: dict[str, Any], overrides: Iterable[str]) -> dict[str, 
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise SpecError(f"--set {item!r}: write --set section.key=value, e.g. --set federated.rounds=20.")
-        parts = key.strip().split(".")
-        node = raw
-        for part in parts[:-1]:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise SpecError(f"--set {item!r}: {part!r} is a value, not a section.")
-            node = child
-        node[parts[-1]] = _parse_value(value.strip())
+        set_path(raw, key.strip(), _parse_value(value.strip()))
     return raw
+
+
+def set_path(raw: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``raw["a"]["b"] = value`` for ``key = "a.b"``, creating sections as needed."""
+    parts = key.split(".")
+    node = raw
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise SpecError(f"{key!r}: {part!r} is a value, not a section.")
+        node = child
+    node[parts[-1]] = value
 
 
 def load_spec(path: str | Path | None = None, overrides: Iterable[str] = ()) -> ExperimentSpec:
@@ -557,8 +562,9 @@ def _audit(spec: ExperimentSpec, plan: SimulationPlan, state: SimulationState, d
     n = min(spec.audit.max_records, len(dataset.train), len(dataset.test))
     members = rng.choice(len(dataset.train), n, replace=False)
     outsiders = rng.choice(len(dataset.test), n, replace=False)
-    x_in = torch.cat([cx for cx, _ in plan.clients])[torch.from_numpy(members)]  # client order = partition order
-    y_in = torch.cat([cy for _, cy in plan.clients])[torch.from_numpy(members)]
+    device = plan.test[0].device
+    x_in = torch.from_numpy(dataset.train.x[members]).to(device)
+    y_in = torch.from_numpy(dataset.train.y[members]).to(device)
     x_out, y_out = plan.test[0][torch.from_numpy(outsiders)], plan.test[1][torch.from_numpy(outsiders)]
     scores_in = loss_scores(plan.model, state.params, x_in, y_in)
     scores_out = loss_scores(plan.model, state.params, x_out, y_out)
@@ -597,7 +603,7 @@ def _per_client(plan: SimulationPlan, params: torch.Tensor, dataset: Dataset, pa
 
 
 def _results(spec: ExperimentSpec, dataset: Dataset, plan: SimulationPlan, parts: list[np.ndarray],
-             state: SimulationState, device: torch.device, wall: float) -> dict[str, Any]:
+             state: SimulationState, device: torch.device) -> dict[str, Any]:
     history = state.history
     if history and "test_accuracy" in history[-1]:
         final_loss, final_acc = history[-1]["test_loss"], history[-1]["test_accuracy"]
@@ -625,7 +631,7 @@ def _results(spec: ExperimentSpec, dataset: Dataset, plan: SimulationPlan, parts
             "per_client": _per_client(plan, state.params, dataset, parts, device),
         },
         "costs": {
-            "wall_seconds": wall,
+            "wall_seconds": None,  # set by the caller once the final evaluation is done
             "train_seconds": float(sum(m["seconds"] for m in history)),
             "seconds_per_round": float(np.median([m["seconds"] for m in history])) if history else 0.0,
             "stage_seconds": {stage: float(sum(m.get("stage_seconds", {}).get(stage, 0.0) for m in history))
@@ -689,7 +695,7 @@ def _execute(spec: ExperimentSpec, run_dir: Path, hooks: Hooks, checkpoint: dict
                 hooks.on_round(metrics)
 
         state = simulate(plan, state, on_round=on_round, on_client=hooks.on_client)
-        results = _results(spec, dataset, plan, parts, state, device, 0.0)
+        results = _results(spec, dataset, plan, parts, state, device)
         results["costs"]["wall_seconds"] = prior_wall + time.perf_counter() - started  # incl. final evaluation
         (run_dir / "results.json").write_text(json.dumps(results, indent=2, default=float))
         torch.save(state.params, run_dir / "model.pt")

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from unseen.errors import SpecError
-from unseen.experiment import _parse_value, apply_overrides, parse_spec, resume, run_in
+from unseen.experiment import _parse_value, parse_spec, resume, run_in, set_path
 
 
 def parse_vary(items: Iterable[str]) -> dict[str, list[Any]]:
@@ -49,7 +49,8 @@ def point_spec(raw: dict[str, Any], settings: dict[str, Any], seed: int) -> dict
         privacy = point.setdefault("privacy", {})
         privacy.clear()
         privacy["mechanism"] = "none"
-    apply_overrides(point, [f"{k}={json.dumps(v)}" if isinstance(v, str) else f"{k}={v}" for k, v in overrides.items()])
+    for key, value in overrides.items():
+        set_path(point, key, value)
     point["seed"] = int(raw.get("seed", 0)) + seed
     return point
 
