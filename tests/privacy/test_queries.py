@@ -37,11 +37,18 @@ def test_budget_refuses_the_query_that_would_exceed_it():
     assert g.epsilon == pytest.approx(1.0) and g.delta == 0.0 and g.unit == "record" and g.steps == 2
 
 
-def test_answers_carry_their_guarantee_and_mean_interval_is_sane():
+def test_answers_carry_their_guarantee_and_mean_intervals_cover():
     session = QuerySession(FRAME, epsilon=4.0)
     mean = session.mean("age", (0, 100), 2.0)
     assert mean.guarantee.epsilon == 2.0 and "OpenDP" in mean.guarantee.mechanism
-    assert 18 <= mean.interval[0] <= FRAME.age.mean() <= mean.interval[1] <= 90
+    assert 0 <= mean.interval[0] <= mean.value <= mean.interval[1] <= 100
+    # Covering the truth is a probability, not a certainty: sum and count intervals at 95% each give
+    # the mean's interval at least 90%. (A single-draw check of it failed 1 run in ~20.)
+    truth = FRAME.age.mean()
+    runs = 200
+    hits = sum(lo <= truth <= hi for lo, hi in
+               (QuerySession(FRAME, epsilon=1.0).mean("age", (0, 100), 0.5).interval for _ in range(runs)))
+    assert hits / runs >= 0.85, hits / runs
 
 
 def test_bad_queries_are_clear_errors():
