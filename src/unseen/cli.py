@@ -66,6 +66,8 @@ def _progress(enabled: bool) -> Iterator[experiment.Hooks]:
             info = f"acc {100 * acc:.2f}%" if acc is not None else ""
             if metrics["rejected"]:
                 info += f" [red]{metrics['rejected']} rejected[/]"
+            if "failed" in metrics:
+                info += " [bold red]round failed[/]"
             bar.update(tasks["rounds"], completed=metrics["round"], info=info)
 
         yield experiment.Hooks(on_start=on_start, on_round=on_round, on_client=on_client)
@@ -80,6 +82,8 @@ def _show(result: experiment.RunResult, fmt: str, report_line: bool = True) -> N
         out.print(tables.clients_table(result.results))
     if result.results["rejected_updates"]:
         out.print(tables.rejections_table(result.results))
+    if result.results.get("failed_rounds"):
+        out.print(tables.failed_rounds_table(result.results))
     out.print(f"run folder: [bold]{result.run_dir}[/] (results.json, spec.toml, checkpoints/, log.txt)")
     if report_line:
         _print_report_path(result.run_dir)
@@ -107,6 +111,8 @@ def run_cmd(
         else:
             result = experiment.run(experiment.load_spec(spec, set_ or []), output_dir=output, hooks=hooks)
     _show(result, fmt)
+    if result.results.get("failed_rounds"):
+        raise typer.Exit(3)  # a run with failed rounds is not a success, even though it finished
 
 
 @app.command()

@@ -30,6 +30,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 import unseen
+from unseen.crypto.secagg import SecAggAbort, check_params
 from unseen.data import DATASETS, Dataset, load, partition
 from unseen.data.datasets import FILE_DATASET
 from unseen.errors import CheckpointError, SpecError, UnseenError
@@ -42,6 +43,7 @@ from unseen.privacy.dp_fedavg import DPFedAvg
 from unseen.privacy.dpsgd import DPSGD, check_model, steps_per_epoch
 from unseen.report.html import write_report
 from unseen.runtime.checkpoint import load_latest, save_checkpoint
+from unseen.runtime.secure import SecureAggregation, secure_params
 from unseen.runtime.simulation import (
     STAGES,
     Adversary,
@@ -144,6 +146,8 @@ class FederatedSpec(_Section):
     byzantine: int = Field(0, ge=0, description="attackers Krum assumes")
     max_update_norm: float | None = Field(None, gt=0, description="reject updates with a larger L2 norm")
     max_norm_ratio: float | None = Field(100.0, gt=1, description="reject updates this many times the median norm")
+    dropout: float = Field(0.0, ge=0, lt=1, description="simulated fraction of each round's clients that vanish "
+                           "after training")
     adversary: AdversarySpec = AdversarySpec()
 
 
@@ -165,6 +169,14 @@ class PrivacySpec(_Section):
     clip_lr: float = Field(0.2, gt=0)
     accountant: Literal["pld", "rdp"] = "pld"
     secure_rng: bool = Field(False, description="draw DP noise from the OS CSPRNG instead of the seeded PRNG")
+    secure_aggregation: Literal["none", "secagg", "secagg+", "ckks"] = Field(
+        "none", description="hide each client's update from the server: pairwise masking (secagg, secagg+) or CKKS")
+    secagg_clip: float = Field(10.0, gt=0, description="L2 bound clients clip their update to before secure "
+                               "aggregation (dp_fedavg uses privacy.clip)")
+    secagg_bits: int = Field(32, ge=8, le=62, description="modulus 2^bits of the masked integers")
+    secagg_neighbours: int | None = Field(None, ge=2, description="secagg+: neighbours per client (default ~3 log2 n)")
+    secagg_threshold: int | None = Field(None, ge=2, description="shares needed to recover a client's masks "
+                                         "(default: two thirds of neighbours + 1)")
 
 
 class AuditSpec(_Section):
@@ -240,6 +252,17 @@ class ExperimentSpec(_Section):
         if priv.mechanism == "dp_sgd" and fed.algorithm == "fedprox" and self.mode == "federated":
             raise ValueError("privacy.mechanism = 'dp_sgd' with federated.algorithm = 'fedprox' is not supported yet: "
                              "use fedavg, fedadam or fedyogi")
+        if priv.secure_aggregation != "none":
+            if self.mode == "central":
+                raise ValueError("privacy.secure_aggregation hides client updates in federated runs: set "
+                                 "mode = 'federated', or privacy.secure_aggregation = 'none'")
+            if fed.aggregation != "mean":
+                raise ValueError(f"federated.aggregation = {fed.aggregation!r} needs every update in the clear, which "
+                                 f"privacy.secure_aggregation = {priv.secure_aggregation!r} hides: use aggregation = "
+                                 "'mean' (server optimizers such as fedadam still apply)")
+            if priv.adaptive_clip:
+                raise ValueError("privacy.adaptive_clip needs each client's clipping bit, which secure aggregation "
+                                 "hides: set privacy.adaptive_clip = false")
         if priv.adaptive_clip and priv.mechanism != "dp_fedavg":
             raise ValueError("privacy.adaptive_clip applies to privacy.mechanism = 'dp_fedavg' only")
         if fed.adversary.count and fed.clients is not None and fed.adversary.count > fed.clients:
@@ -440,8 +463,9 @@ def _privacy_guarantees(spec: ExperimentSpec, plan: SimulationPlan, state: Simul
             steps=ledger.steps, accountant=accountant_name(plan.accountant), noise_source=noise_source,
             threat_model=("Anyone who sees the global models (every round's or the final one) learns at most "
                           "(epsilon, delta)-bounded information about whether any one client took part, whatever "
-                          "its data. The server is trusted to add the noise and sees each client's clipped update "
-                          "in the clear (no secure aggregation)."))]
+                          "its data. The server is trusted to add the noise and " + (
+                              "sees only the sum of clipped updates (secure aggregation)." if plan.secure else
+                              "sees each client's clipped update in the clear (no secure aggregation).")))]
     if plan.dp_sgd is not None and plan.budget is not None:
         delta = plan.budget[1]
         central = spec.mode == "central"
@@ -465,6 +489,10 @@ def _privacy_guarantees(spec: ExperimentSpec, plan: SimulationPlan, state: Simul
     if spec.mode == "central":
         threat = ("Training data is pooled in one place and the model is trained on it in the clear; anyone "
                   "holding the model can attempt membership inference or model inversion.")
+    elif plan.secure is not None:
+        threat = ("Records never leave their client and the server sees only the sum of each round's updates "
+                  f"({plan.secure.backend}); the sum and the model can still leak training records (membership "
+                  "inference, inversion of small sums).")
     else:
         threat = ("Records never leave their client, but the server sees each client's model update in the "
                   "clear; updates can leak training records (gradient inversion, membership inference).")
@@ -548,7 +576,39 @@ def build_plan(spec: ExperimentSpec, dataset: Dataset, device: torch.device) -> 
         serialize=not central, eval_every=spec.train.eval_every, eval_batch_size=spec.runtime.eval_batch_size,
     )
     _configure_privacy(spec, plan, parts)
+    _configure_secure_aggregation(spec, plan, parts)
+    plan.dropout = 0.0 if central else fed.dropout
     return plan, parts
+
+
+SECURE_THREAT = {
+    "secagg": ("Pairwise masking (SecAgg, Bonawitz et al. 2017): the server sees only the sum of each round's "
+               "updates, even if up to n - threshold clients drop out; it and fewer than threshold colluding clients "
+               "learn nothing else about one update. Semi-honest model: public keys are taken as authentic (no PKI)."),
+    "secagg+": ("Pairwise masking on a sparse random graph (SecAgg+, Bell et al. 2020): the server sees only the "
+                "sum of each round's updates, as long as at least threshold of every client's neighbourhood "
+                "survives; semi-honest model, public keys taken as authentic (no PKI)."),
+    "ckks": ("CKKS encryption (TenSEAL): the server adds ciphertexts and sees only the sum; every client holds the "
+             "secret key, so a server colluding with any one client can decrypt every update."),
+}
+
+
+def _configure_secure_aggregation(spec: ExperimentSpec, plan: SimulationPlan, parts: list[np.ndarray]) -> None:
+    """Attach the secure aggregator and refuse, before training, parameters that cannot work."""
+    priv = spec.privacy
+    if priv.secure_aggregation == "none":
+        return
+    dp = plan.dp_fedavg is not None
+    plan.secure = SecureAggregation(
+        priv.secure_aggregation, priv.clip if dp else priv.secagg_clip, priv.secagg_bits, priv.secagg_neighbours,
+        priv.secagg_threshold, weighted=not dp, max_weight=float(max(len(p) for p in parts)))
+    expected = max(1, round(plan.dp_fedavg.expected_clients)) if dp else plan.clients_per_round  # type: ignore[union-attr]
+    if priv.secure_aggregation != "ckks":
+        try:
+            check_params(secure_params(plan.secure, expected, int(get_flat(plan.model).numel()) + 1, 1, spec.seed))
+        except SecAggAbort as exc:
+            raise SpecError(f"privacy.secure_aggregation = {priv.secure_aggregation!r} with {expected} clients per "
+                            f"round: {exc}") from exc
 
 
 def _audit(spec: ExperimentSpec, plan: SimulationPlan, state: SimulationState, dataset: Dataset) -> dict[str, Any]:
@@ -602,6 +662,21 @@ def _per_client(plan: SimulationPlan, params: torch.Tensor, dataset: Dataset, pa
     return out
 
 
+def _secure_summary(spec: ExperimentSpec, plan: SimulationPlan, history: list[dict[str, Any]]) -> dict[str, Any] | None:
+    if plan.secure is None:
+        return None
+    rounds = [m["secure_aggregation"] for m in history if "bytes_up" in m.get("secure_aggregation", {})]
+    return {
+        "backend": plan.secure.backend, "threat_model": SECURE_THREAT[plan.secure.backend],
+        "clip": plan.secure.clip, "bits": plan.secure.bits if plan.secure.backend != "ckks" else None,
+        "failed_rounds": sum(1 for m in history if "failed" in m),
+        "client_seconds": float(sum(r["client_seconds"] for r in rounds)),
+        "server_seconds": float(sum(r["server_seconds"] for r in rounds)),
+        "max_error_per_coordinate": max((r["max_error_per_coordinate"] for r in rounds
+                                         if "max_error_per_coordinate" in r), default=None),
+    }
+
+
 def _results(spec: ExperimentSpec, dataset: Dataset, plan: SimulationPlan, parts: list[np.ndarray],
              state: SimulationState, device: torch.device) -> dict[str, Any]:
     history = state.history
@@ -612,7 +687,8 @@ def _results(spec: ExperimentSpec, dataset: Dataset, plan: SimulationPlan, parts
     return {
         "audit": _audit(spec, plan, state, dataset),
         "name": spec.name,
-        "status": "budget_exhausted" if state.halted else "completed",
+        "status": ("budget_exhausted" if state.halted
+                   else "completed_with_failed_rounds" if any("failed" in m for m in history) else "completed"),
         "mode": spec.mode,
         "seed": spec.seed,
         "versions": _versions(),
@@ -642,6 +718,8 @@ def _results(spec: ExperimentSpec, dataset: Dataset, plan: SimulationPlan, parts
             else "central training: nothing crosses a network",
         },
         "rejected_updates": state.rejections,
+        "failed_rounds": [{"round": m["round"], "reason": m["failed"]} for m in history if "failed" in m],
+        "secure_aggregation": _secure_summary(spec, plan, history),
         "privacy": {
             "guarantees": [g.to_dict() for g in _privacy_guarantees(spec, plan, state)],
             "halted": state.halted,

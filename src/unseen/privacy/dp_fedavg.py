@@ -89,3 +89,19 @@ def dp_fedavg_aggregate(
         fraction = (within + count_noise) / config.expected_clients
         new_clip = clip * math.exp(-config.clip_lr * (fraction - config.target_quantile))
     return delta, new_clip
+
+
+def dp_fedavg_from_sum(
+    clipped_sum: torch.Tensor, config: DPFedAvg, clip: float, generator: torch.Generator | None
+) -> tuple[torch.Tensor, float]:
+    """The noisy average from a sum of already-clipped updates (what secure aggregation gives the server).
+
+    Adaptive clipping needs the noisy count of unclipped updates, which a plain secure sum does not
+    carry, so it is refused here.
+    """
+    if config.adaptive:
+        raise SpecError("adaptive clipping needs each client's clipping bit, which secure aggregation hides: set "
+                        "privacy.adaptive_clip = false, or privacy.secure_aggregation = 'none'")
+    noise = gaussian_noise(tuple(clipped_sum.shape), config.noise_multiplier * clip, generator=generator,
+                           secure=config.secure_rng)
+    return (clipped_sum + noise) / config.expected_clients, clip

@@ -36,6 +36,13 @@ def results_table(results: dict[str, Any]) -> Table:
     table.add_row("privacy", privacy_summary(results["privacy"]))
     if results["privacy"].get("halted"):
         table.add_row("privacy budget", f"[yellow]{results['privacy']['halted']}[/]")
+    secure = results.get("secure_aggregation")
+    if secure:
+        table.add_row("secure aggregation", f"{secure['backend']}: the server saw only each round's sum "
+                                            f"(client clip {secure['clip']:g})")
+    if results.get("failed_rounds"):
+        table.add_row("failed rounds", f"[bold red]{len(results['failed_rounds'])} of {final['round']} rounds "
+                                       "failed; the model was not updated in them[/]")
     table.add_row("rejected updates", str(len(results["rejected_updates"])))
     table.add_row("time", f"{costs['wall_seconds']:.1f} s total, {costs['seconds_per_round']:.3f} s per round (median)")
     table.add_row("bytes moved", f"{_bytes(costs['bytes_up'])} up, {_bytes(costs['bytes_down'])} down")
@@ -63,6 +70,18 @@ def clients_table(results: dict[str, Any]) -> Table:
     for c in results["final"]["per_client"]:
         table.add_row(str(c["client"]), c.get("silo", "-"), str(c["samples"]), _pct(c["local_accuracy"]),
                       _pct(c.get("test_accuracy")))
+    return table
+
+
+def failed_rounds_table(results: dict[str, Any], limit: int = 10) -> Table:
+    table = Table(title="[red]failed rounds (no model update)[/]", title_justify="left")
+    for col in ("round", "reason"):
+        table.add_column(col)
+    for r in results["failed_rounds"][:limit]:
+        table.add_row(str(r["round"]), r["reason"])
+    extra = len(results["failed_rounds"]) - limit
+    if extra > 0:
+        table.add_row("...", f"{extra} more in results.json")
     return table
 
 

@@ -116,3 +116,96 @@ def secure_sum(
 
 
 __all__ = ["SecureSumResult", "Tamper", "secure_sum"]
+
+
+# ---------------------------------------------------------------- the federated round's secure mean
+@dataclass(frozen=True)
+class SecureAggregation:
+    """How a federated round hides individual updates: the backend and its public parameters.
+
+    ``clip`` bounds each update's L2 norm (clients clip before encoding; it sets the fixed-point range).
+    ``weighted`` appends the client's weight to its vector so the server can divide the weighted sum
+    by the summed weight (FedAvg); DP-FedAvg uses an unweighted sum. ``max_weight`` is the public cap
+    on a client's weight (its sample count).
+    """
+
+    backend: str  # "secagg", "secagg+" or "ckks"
+    clip: float
+    bits: int = 32
+    neighbours: int | None = None
+    threshold: int | None = None
+    weighted: bool = True
+    max_weight: float = 1.0
+
+
+@dataclass
+class SecureRound:
+    """What the server learns from a secure round: the sum of (weighted) updates and of weights, and costs."""
+
+    total: np.ndarray
+    weight: float
+    survivors: list[int]
+    stats: dict[str, float]
+
+
+def secure_params(config: SecureAggregation, clients: int, dim: int, round_index: int, seed: int) -> SecAggParams:
+    """The public parameters of one round (the graph is drawn from the run's seed and the round)."""
+    if config.backend == "secagg":
+        neighbours = None
+    else:
+        neighbours = config.neighbours or secagg.default_neighbours(clients)
+        neighbours = min(neighbours, clients - 1)
+    degree = clients - 1 if neighbours is None else neighbours
+    threshold = config.threshold or secagg.default_threshold(degree)
+    return SecAggParams(clients, threshold, dim, config.bits, neighbours, graph_seed=seed * 1_000_003 + round_index,
+                        round_tag=f"unseen/round/{round_index}".encode())
+
+
+def secure_round(
+    config: SecureAggregation,
+    updates: Mapping[int, np.ndarray],
+    weights: Mapping[int, float],
+    round_index: int,
+    seed: int,
+    drop_before_input: set[int] = frozenset(),  # type: ignore[assignment]
+) -> SecureRound:
+    """Clip, weight, encode and securely sum one round's updates; raise SecAggAbort if the round fails.
+
+    Clients are the keys of ``updates``; those in ``drop_before_input`` vanish after key sharing,
+    the case that needs dropout recovery.
+    """
+    from unseen.crypto.fixed_point import clip_l2, decode_sum, encode, plan_fixed_point
+
+    order = sorted(updates)
+    n = len(order)
+    dim = next(iter(updates.values())).size + (1 if config.weighted else 0)
+
+    def vector(c: int) -> np.ndarray:
+        v = clip_l2(updates[c], config.clip)
+        if not config.weighted:
+            return v
+        w = min(float(weights[c]), config.max_weight) / config.max_weight
+        return np.append(v * w, w)
+
+    if config.backend == "ckks":
+        from unseen.crypto import ckks
+
+        total, stats = ckks.encrypted_sum({i: vector(c) for i, c in enumerate(order)
+                                           if c not in drop_before_input})
+        survivors = [c for c in order if c not in drop_before_input]
+    else:
+        plan = plan_fixed_point(n, max(config.clip, 1.0), config.bits)
+        params = secure_params(config, n, dim, round_index, seed)
+        index = {c: i for i, c in enumerate(order)}
+        result = secure_sum(params, {index[c]: encode(vector(c), plan) for c in order},
+                            {"masked_input": {index[c] for c in drop_before_input}})
+        total = decode_sum(result.total, plan)
+        survivors = [order[i] for i in result.survivors]
+        stats = {**result.summary(n), "threshold": params.threshold, "neighbours": params.degree,
+                 "max_error_per_coordinate": plan.max_error}
+    if config.weighted:
+        return SecureRound(total[:-1] * config.max_weight, float(total[-1]) * config.max_weight, survivors, stats)
+    return SecureRound(total, float(len(survivors)), survivors, stats)
+
+
+__all__ += ["SecureAggregation", "SecureRound", "secure_params", "secure_round"]

@@ -20,15 +20,17 @@ import numpy as np
 import torch
 from torch import nn
 
+from unseen.crypto.secagg import SecAggAbort
 from unseen.federated.adversary import corrupt
 from unseen.federated.aggregate import aggregate
 from unseen.federated.client import LocalTraining, evaluate, local_update
 from unseen.federated.server import ServerOptimizer, init_state, server_step
-from unseen.federated.validate import Rejection, screen_updates
+from unseen.federated.validate import Rejection, check_update, screen_updates
 from unseen.privacy.accounting import GaussianLedger
-from unseen.privacy.dp_fedavg import DPFedAvg, dp_fedavg_aggregate
+from unseen.privacy.dp_fedavg import DPFedAvg, dp_fedavg_aggregate, dp_fedavg_from_sum
 from unseen.privacy.dpsgd import DPSGD, dp_sgd_update, steps_per_epoch
 from unseen.runtime import wire
+from unseen.runtime.secure import SecureAggregation, secure_round
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,8 @@ class SimulationPlan:
     dp_fedavg: DPFedAvg | None = None  # user-level DP at the server
     accountant: str = "pld"
     budget: tuple[float, float] | None = None  # (epsilon, delta): halt before a round would exceed it
+    secure: SecureAggregation | None = None  # the server sees only the sum of the round's updates
+    dropout: float = 0.0  # fraction of each round's clients that vanish after training (simulated stragglers)
 
 
 @dataclass
@@ -125,13 +129,22 @@ def sample_clients(n_clients: int, k: int, seed: int, round_index: int) -> list[
     return sorted(int(c) for c in rng.choice(n_clients, size=k, replace=False))
 
 
+def dropped_clients(selected: list[int], fraction: float, seed: int, round_index: int) -> set[int]:
+    """The clients of a round that vanish after training, drawn from ``(seed, round)``."""
+    count = int(round(fraction * len(selected)))
+    if count == 0:
+        return set()
+    rng = np.random.default_rng([seed, round_index, 0xD0])
+    return {int(c) for c in rng.choice(selected, size=count, replace=False)}
+
+
 def client_generator(seed: int, round_index: int, client: int) -> torch.Generator:
     """A generator private to one client in one round (independent of every other stream)."""
     state = np.random.SeedSequence([seed, round_index, client]).generate_state(2, dtype=np.uint64)
     return torch.Generator().manual_seed(int(state[0] >> np.uint64(1)))
 
 
-STAGES = ("client_training", "serialize", "screen_and_aggregate", "evaluate", "accounting")
+STAGES = ("client_training", "serialize", "secure_aggregation", "screen_and_aggregate", "evaluate", "accounting")
 
 
 @contextmanager
@@ -185,7 +198,9 @@ def run_round(
         if plan.adversary is not None and c < plan.adversary.count:
             update = corrupt(update, plan.adversary.kind, plan.adversary.factor, gen)
         with _timed(stages, "serialize"):
-            if plan.serialize:
+            if plan.secure is not None:
+                received[c] = update  # it travels masked or encrypted, inside the secure-aggregation protocol
+            elif plan.serialize:
                 payload = wire.encode(update)
                 bytes_up += len(payload)
                 try:
@@ -198,34 +213,61 @@ def run_round(
         if on_client is not None:
             on_client(done + 1, len(selected))
 
-    aggregate_start = time.perf_counter()
-    accepted, rejected = screen_updates(
-        received, state.params.numel(), r, max_norm=plan.max_update_norm, max_norm_ratio=plan.max_norm_ratio
-    )
-    metrics: dict[str, Any] = {
-        "round": r, "clients": len(selected), "accepted": len(accepted), "rejected": len(rejected),
-    }
+    gone = dropped_clients(selected, plan.dropout, plan.seed, r)
+    metrics: dict[str, Any] = {"round": r, "clients": len(selected)}
+    if gone:
+        metrics["dropped"] = len(gone)
     params, server_state, clip = state.params, state.server_state, state.clip
+    aggregate_start = time.perf_counter()
+    if plan.secure is not None:
+        # The server never sees an update: clients check their own, the protocol checks shapes and ranges.
+        rejected = [Rejection(r, c, f"client-side check before encoding: {why}") for c in selected
+                    if c not in gone and (why := check_update(received[c], state.params.numel())) is not None]
+        bad = {j.client for j in rejected}
+        senders = {c: received[c].double().numpy() for c in selected if c not in bad}  # type: ignore[union-attr]
+        try:
+            outcome = secure_round(plan.secure, senders, sizes, r, plan.seed, gone & set(senders))
+            accepted, info = outcome.survivors, dict(outcome.stats)
+            bytes_up, bytes_down = int(info["bytes_up"]), bytes_down + int(info["bytes_down"])
+        except SecAggAbort as exc:
+            accepted, info, outcome = [], {"failed": str(exc)}, None
+            metrics["failed"] = f"secure aggregation aborted: {exc}"
+        metrics["secure_aggregation"] = info
+        stages["secure_aggregation"] = time.perf_counter() - aggregate_start
+        aggregate_start = time.perf_counter()
+        if outcome is not None and plan.dp_fedavg is not None:
+            delta, clip = dp_fedavg_from_sum(torch.from_numpy(outcome.total).float(), plan.dp_fedavg,
+                                             state.clip or plan.dp_fedavg.clip, server_noise_generator(plan.seed, r))
+            params, server_state = server_step(plan.server, state.params, delta, state.server_state)
+        elif outcome is not None and outcome.weight > 0:
+            delta = torch.from_numpy(outcome.total / outcome.weight).float()
+            params, server_state = server_step(plan.server, state.params, delta, state.server_state)
+    else:
+        for c in gone:
+            received.pop(c, None)
+        accepted, rejected = screen_updates(
+            received, state.params.numel(), r, max_norm=plan.max_update_norm, max_norm_ratio=plan.max_norm_ratio
+        )
+        if plan.dp_fedavg is not None:
+            # Noise is added even when nothing was accepted: the accountant counts every round.
+            stacked = (torch.stack([received[c] for c in accepted]) if accepted  # type: ignore[misc]
+                       else torch.zeros((0, state.params.numel())))
+            delta, clip = dp_fedavg_aggregate(stacked, plan.dp_fedavg, state.clip or plan.dp_fedavg.clip,
+                                              server_noise_generator(plan.seed, r))
+            params, server_state = server_step(plan.server, state.params, delta, state.server_state)
+        elif accepted:
+            updates = torch.stack([received[c] for c in accepted])  # type: ignore[misc]
+            weights = torch.tensor([sizes[c] for c in accepted], dtype=torch.float32)
+            delta = aggregate(plan.rule, updates, weights, trim_fraction=plan.trim_fraction, byzantine=plan.byzantine)
+            params, server_state = server_step(plan.server, state.params, delta, state.server_state)
+    metrics.update(accepted=len(accepted), rejected=len(rejected))
     if plan.dp_fedavg is not None:
-        # Noise is added even when nothing was accepted: the accountant counts every round.
-        stacked = (torch.stack([received[c] for c in accepted]) if accepted  # type: ignore[misc]
-                   else torch.zeros((0, state.params.numel())))
-        delta, clip = dp_fedavg_aggregate(stacked, plan.dp_fedavg, state.clip or plan.dp_fedavg.clip,
-                                          server_noise_generator(plan.seed, r))
-        params, server_state = server_step(plan.server, state.params, delta, state.server_state)
         ledgers["user"].record(plan.dp_fedavg.noise_multiplier, plan.dp_fedavg.client_rate, 1)
         metrics["clip"] = clip
-        metrics["train_loss"] = (float(sum(losses[c] * sizes[c] for c in accepted) / sum(sizes[c] for c in accepted))
-                                 if accepted else float("nan"))
-    elif accepted:
-        updates = torch.stack([received[c] for c in accepted])  # type: ignore[misc]
-        weights = torch.tensor([sizes[c] for c in accepted], dtype=torch.float32)
-        delta = aggregate(plan.rule, updates, weights, trim_fraction=plan.trim_fraction, byzantine=plan.byzantine)
-        params, server_state = server_step(plan.server, state.params, delta, state.server_state)
-        metrics["train_loss"] = float(sum(losses[c] * sizes[c] for c in accepted) / weights.sum())
-    else:
+    metrics["train_loss"] = (float(sum(losses[c] * sizes[c] for c in accepted) / sum(sizes[c] for c in accepted))
+                             if accepted else float("nan"))
+    if not accepted and plan.dp_fedavg is None and "failed" not in metrics:
         # Nothing trustworthy arrived: keep the model, say so, and carry on.
-        metrics["train_loss"] = float("nan")
         metrics["skipped"] = "no update was accepted; the global model is unchanged"
     stages["screen_and_aggregate"] = time.perf_counter() - aggregate_start
     with _timed(stages, "evaluate"):
