@@ -78,7 +78,8 @@ def test_run_folder_and_results_json(tmp_path):
     payload = len(wire.encode(result.params))
     assert all(m["bytes_down"] == 6 * payload and m["bytes_up"] == 6 * payload for m in results["rounds"])
     for m in results["rounds"]:  # time per stage accounts for (almost) all of the round
-        assert set(m["stage_seconds"]) == {"client_training", "serialize", "screen_and_aggregate", "evaluate", "accounting"}
+        assert set(m["stage_seconds"]) == {"client_training", "serialize", "secure_aggregation", "screen_and_aggregate",
+                                           "evaluate", "accounting"}
         assert 0.5 * m["seconds"] <= sum(m["stage_seconds"].values()) <= m["seconds"] + 1e-6
     (guarantee,) = results["privacy"]["guarantees"]
     assert guarantee["mechanism"] == "none" and guarantee["epsilon"] is None and guarantee["reason"]

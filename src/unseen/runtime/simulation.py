@@ -176,6 +176,7 @@ def run_round(
         broadcast = wire.encode(state.params) if plan.serialize else b""
     bytes_down = len(broadcast) * len(selected)
 
+    gone = dropped_clients(selected, plan.dropout, plan.seed, r)
     received: dict[int, object] = {}
     sizes: dict[int, int] = {}
     losses: dict[int, float] = {}
@@ -198,7 +199,9 @@ def run_round(
         if plan.adversary is not None and c < plan.adversary.count:
             update = corrupt(update, plan.adversary.kind, plan.adversary.factor, gen)
         with _timed(stages, "serialize"):
-            if plan.secure is not None:
+            if c in gone and plan.secure is None:
+                pass  # trained, then vanished before sending anything
+            elif plan.secure is not None:
                 received[c] = update  # it travels masked or encrypted, inside the secure-aggregation protocol
             elif plan.serialize:
                 payload = wire.encode(update)
@@ -213,7 +216,6 @@ def run_round(
         if on_client is not None:
             on_client(done + 1, len(selected))
 
-    gone = dropped_clients(selected, plan.dropout, plan.seed, r)
     metrics: dict[str, Any] = {"round": r, "clients": len(selected)}
     if gone:
         metrics["dropped"] = len(gone)
@@ -243,8 +245,6 @@ def run_round(
             delta = torch.from_numpy(outcome.total / outcome.weight).float()
             params, server_state = server_step(plan.server, state.params, delta, state.server_state)
     else:
-        for c in gone:
-            received.pop(c, None)
         accepted, rejected = screen_updates(
             received, state.params.numel(), r, max_norm=plan.max_update_norm, max_norm_ratio=plan.max_norm_ratio
         )
