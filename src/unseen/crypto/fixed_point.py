@@ -87,8 +87,14 @@ def encode(x: np.ndarray, plan: FixedPoint) -> np.ndarray:
         raise EncodingError("cannot encode an update with NaN or infinite values")
     if x.size and float(np.max(np.abs(x))) > plan.clip * (1 + 1e-9):
         raise EncodingError(f"a coordinate exceeds the clip {plan.clip:g}: clip the update before encoding it")
-    ints = np.rint(x * plan.scale).astype(np.int64)
-    return to_modular(ints, plan.bits)
+    scaled = np.multiply(x, plan.scale)
+    np.rint(scaled, out=scaled)
+    if plan.bits <= 32:  # the planner keeps |values| < 2^(bits-1), so they fit int32; the uint32 view is mod 2^32
+        residues = scaled.astype(np.int32).view(np.uint32)
+        if plan.bits < 32:
+            residues &= np.uint32((1 << plan.bits) - 1)
+        return residues
+    return to_modular(scaled.astype(np.int64), plan.bits)
 
 
 def to_modular(ints: np.ndarray, bits: int) -> np.ndarray:

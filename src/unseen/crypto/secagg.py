@@ -31,6 +31,7 @@ client's private key or enough shares of it.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import math
@@ -127,6 +128,7 @@ def default_threshold(degree: int) -> int:
     return max(shares // 2 + 1, math.ceil(2 * shares / 3))
 
 
+@functools.lru_cache(maxsize=64)
 def neighbour_graph(p: SecAggParams) -> list[frozenset[int]]:
     """Each client's neighbours: all others (SecAgg), or a relabelled Harary k-regular graph (SecAgg+)."""
     n, k = p.clients, p.degree
@@ -163,11 +165,22 @@ def _new_private() -> bytes:
         serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
 
 
-def prg(seed: bytes, dim: int, dtype: type[np.unsignedinteger]) -> np.ndarray:
-    """``dim`` pseudorandom words from a 32-byte seed: the AES-256-CTR keystream."""
-    width = np.dtype(dtype).itemsize
-    stream = Cipher(algorithms.AES(seed), modes.CTR(bytes(16))).encryptor().update(bytes(dim * width))
-    return np.frombuffer(stream, dtype=dtype)
+@functools.lru_cache(maxsize=4)
+def _zeros(n: int) -> bytes:
+    return bytes(n)
+
+
+def prg(seed: bytes, dim: int, dtype: type[np.unsignedinteger], out: np.ndarray | None = None) -> np.ndarray:
+    """``dim`` pseudorandom words from a 32-byte seed: the AES-256-CTR keystream (written into ``out`` if given)."""
+    n = dim * np.dtype(dtype).itemsize
+    buf = np.empty(n + 16, dtype=np.uint8) if out is None else out  # CTR's update_into wants a block of slack
+    Cipher(algorithms.AES(seed), modes.CTR(bytes(16))).encryptor().update_into(_zeros(n), buf)
+    return buf[:n].view(dtype)
+
+
+def mask_buffer(dim: int, dtype: type[np.unsignedinteger]) -> np.ndarray:
+    """Scratch space for :func:`prg`, reused across the masks of one message."""
+    return np.empty(dim * np.dtype(dtype).itemsize + 16, dtype=np.uint8)
 
 
 def _commit(seed: bytes, tag: bytes) -> bytes:
@@ -232,7 +245,7 @@ def pack(kind: str, body: dict[str, Any], blob: bytes = b"") -> bytes:
     return _MAGIC + struct.pack(">I", len(head)) + head + blob
 
 
-def unpack(data: bytes, kind: str, sender: str) -> tuple[dict[str, Any], bytes]:
+def unpack(data: bytes, kind: str, sender: str) -> tuple[dict[str, Any], memoryview]:
     """Parse a message, or abort naming the sender: never guess at a malformed message."""
     try:
         if not isinstance(data, bytes | bytearray) or data[:4] != _MAGIC:
@@ -241,7 +254,7 @@ def unpack(data: bytes, kind: str, sender: str) -> tuple[dict[str, Any], bytes]:
         head = json.loads(data[8:8 + n])
         if head.get("kind") != kind:
             raise ValueError(f"expected a {kind!r} message, got {head.get('kind')!r}")
-        return head, bytes(data[8 + n:])
+        return head, memoryview(data)[8 + n:]  # no copy of a large vector
     except (ValueError, struct.error, UnicodeDecodeError) as exc:
         raise SecAggAbort(f"malformed {kind} message from {sender}: {exc}") from exc
 
@@ -260,6 +273,7 @@ class ClientState:
     keys: dict[int, tuple[bytes, bytes]] = field(default_factory=dict)  # neighbour -> (enc_pk, mask_pk)
     held: dict[int, tuple[bytes, bytes]] = field(default_factory=dict)  # neighbour -> (key share, seed share)
     masked_with: frozenset[int] = frozenset()
+    share_keys: dict[int, bytes] = field(default_factory=dict)  # neighbour -> AES-GCM key, agreed once
 
 
 def client_advertise(params: SecAggParams, client: int) -> tuple[ClientState, bytes]:
@@ -274,7 +288,9 @@ def client_advertise(params: SecAggParams, client: int) -> tuple[ClientState, by
 
 
 def _share_key(state: ClientState, other: int) -> bytes:
-    return _kdf(_agree(state.enc_sk, state.keys[other][0]), b"share", state.params.round_tag)
+    if other not in state.share_keys:
+        state.share_keys[other] = _kdf(_agree(state.enc_sk, state.keys[other][0]), b"share", state.params.round_tag)
+    return state.share_keys[other]
 
 
 def _aad(p: SecAggParams, sender: int, receiver: int) -> bytes:
@@ -336,9 +352,12 @@ def client_masked_input(state: ClientState, msg: bytes, value: np.ndarray) -> by
         raise SecAggAbort(f"client {state.id}'s input must be a vector of {p.dim} {np.dtype(p.dtype).name} "
                           f"(got {value.shape} {value.dtype}): encode it with unseen.crypto.fixed_point first")
     masked = value.copy()
-    np.add(masked, prg(state.seed, p.dim, p.dtype), out=masked)  # wraps mod 2^32 (or 2^64)
+    scratch = mask_buffer(p.dim, p.dtype)
+    np.add(masked, prg(state.seed, p.dim, p.dtype, scratch), out=masked)  # wraps mod 2^32 (or 2^64)
+    mask_key = X25519PrivateKey.from_private_bytes(state.mask_sk)
     for u in sorted(state.masked_with):
-        mask = prg(_kdf(_agree(state.mask_sk, state.keys[u][1]), b"mask", p.round_tag), p.dim, p.dtype)
+        shared = mask_key.exchange(X25519PublicKey.from_public_bytes(state.keys[u][1]))
+        mask = prg(_kdf(shared, b"mask", p.round_tag), p.dim, p.dtype, scratch)
         if state.id < u:
             np.add(masked, mask, out=masked)
         else:
@@ -481,12 +500,13 @@ def server_unmask(s: ServerState, msgs: dict[int, bytes]) -> tuple[np.ndarray, l
     total = np.zeros(p.dim, dtype=p.dtype)
     for c in sorted(survivors):
         np.add(total, s.masked[c], out=total)
+    scratch = mask_buffer(p.dim, p.dtype)
     for u in sorted(survivors):
         seed = shamir_combine(seed_shares.get(u, {}), p.threshold, 32, f"client {u}'s self-mask seed")
         if _commit(seed, p.round_tag) != s.public[u][2]:
             raise SecAggAbort(f"the rebuilt self-mask seed of client {u} does not match its commitment: "
                               "a share was tampered with")
-        np.subtract(total, prg(seed, p.dim, p.dtype), out=total)
+        np.subtract(total, prg(seed, p.dim, p.dtype, scratch), out=total)
     for u in sorted(s.shared - survivors):
         partners = s.graph[u] & survivors
         if not partners:
@@ -496,7 +516,7 @@ def server_unmask(s: ServerState, msgs: dict[int, bytes]) -> tuple[np.ndarray, l
             raise SecAggAbort(f"the rebuilt mask key of dropped client {u} does not match its public key: "
                               "a share was tampered with")
         for v in sorted(partners):
-            mask = prg(_kdf(_agree(key, s.public[v][1]), b"mask", p.round_tag), p.dim, p.dtype)
+            mask = prg(_kdf(_agree(key, s.public[v][1]), b"mask", p.round_tag), p.dim, p.dtype, scratch)
             # v added the mask if v < u and subtracted it otherwise; undo that.
             if v < u:
                 np.subtract(total, mask, out=total)

@@ -197,9 +197,14 @@ def secure_round(
         plan = plan_fixed_point(n, max(config.clip, 1.0), config.bits)
         params = secure_params(config, n, dim, round_index, seed)
         index = {c: i for i, c in enumerate(order)}
-        result = secure_sum(params, {index[c]: encode(vector(c), plan) for c in order},
-                            {"masked_input": {index[c] for c in drop_before_input}})
+        start = time.perf_counter()
+        encoded = {index[c]: encode(vector(c), plan) for c in order}
+        encode_seconds = time.perf_counter() - start
+        result = secure_sum(params, encoded, {"masked_input": {index[c] for c in drop_before_input}})
+        result.client_seconds["clip_and_encode"] = encode_seconds
+        start = time.perf_counter()
         total = decode_sum(result.total, plan)
+        result.server_seconds["decode"] = time.perf_counter() - start
         survivors = [order[i] for i in result.survivors]
         stats = {**result.summary(n), "threshold": params.threshold, "neighbours": params.degree,
                  "max_error_per_coordinate": plan.max_error}
