@@ -39,6 +39,7 @@ from unseen.federated.server import DEFAULT_LR
 from unseen.models import init_model
 from unseen.privacy import PrivacyGuarantee, calibrate_noise
 from unseen.privacy.accounting import accountant_name
+from unseen.privacy.distributed_dp import plan_distributed
 from unseen.privacy.dp_fedavg import DPFedAvg
 from unseen.privacy.dpsgd import DPSGD, check_model, steps_per_epoch
 from unseen.report.html import write_report
@@ -171,6 +172,11 @@ class PrivacySpec(_Section):
     secure_rng: bool = Field(False, description="draw DP noise from the OS CSPRNG instead of the seeded PRNG")
     secure_aggregation: Literal["none", "secagg", "secagg+", "ckks"] = Field(
         "none", description="hide each client's update from the server: pairwise masking (secagg, secagg+) or CKKS")
+    noise_at: Literal["server", "clients"] = Field(
+        "server", description="dp_fedavg: the server adds the noise, or each client adds a share of it under secure "
+        "aggregation (distributed discrete Gaussian)")
+    min_survivor_fraction: float = Field(0.9, gt=0, le=1, description="distributed DP: noise is calibrated for "
+                                         "this fraction of a round's clients finishing; fewer abort the round")
     secagg_clip: float = Field(10.0, gt=0, description="L2 bound clients clip their update to before secure "
                                "aggregation (dp_fedavg uses privacy.clip)")
     secagg_bits: int = Field(32, ge=8, le=62, description="modulus 2^bits of the masked integers")
@@ -263,6 +269,10 @@ class ExperimentSpec(_Section):
             if priv.adaptive_clip:
                 raise ValueError("privacy.adaptive_clip needs each client's clipping bit, which secure aggregation "
                                  "hides: set privacy.adaptive_clip = false")
+        if priv.noise_at == "clients" and (priv.mechanism != "dp_fedavg"
+                                           or priv.secure_aggregation not in ("secagg", "secagg+")):
+            raise ValueError("privacy.noise_at = 'clients' (distributed DP) needs privacy.mechanism = 'dp_fedavg' and "
+                             "privacy.secure_aggregation = 'secagg' or 'secagg+' (the sum must hide each share of noise)")
         if priv.adaptive_clip and priv.mechanism != "dp_fedavg":
             raise ValueError("privacy.adaptive_clip applies to privacy.mechanism = 'dp_fedavg' only")
         if fed.adversary.count and fed.clients is not None and fed.adversary.count > fed.clients:
@@ -452,6 +462,22 @@ def _check_delta(delta: float, n: int, unit: str) -> None:
 def _privacy_guarantees(spec: ExperimentSpec, plan: SimulationPlan, state: SimulationState) -> list[PrivacyGuarantee]:
     priv = spec.privacy
     noise_source = "OS CSPRNG" if priv.secure_rng else "seeded PRNG (reproducible; not for production)"
+    if plan.dp_fedavg is not None and plan.budget is not None and plan.dp_fedavg.distributed:
+        dp, delta, secure = plan.dp_fedavg, plan.budget[1], plan.secure
+        ledger = state.ledgers["user"]
+        survivors = max(1, math.ceil(secure.min_survivor_fraction * plan.clients_per_round))  # type: ignore[union-attr]
+        return [PrivacyGuarantee(
+            mechanism=f"Distributed DP-FedAvg: each client adds discrete Gaussian noise under {secure.backend} "  # type: ignore[union-attr]
+                      "(Kairouz et al. 2021)",
+            unit="user", epsilon=ledger.epsilon(delta), delta=delta, noise_multiplier=dp.noise_multiplier,
+            clipping_bound=dp.clip, sampling="none claimed (fixed-size client sample, no amplification)",
+            sampling_rate=1.0, steps=ledger.steps,
+            accountant="dp-accounting RDP of the distributed discrete Gaussian's zCDP bound", noise_source=noise_source,
+            threat_model=(
+                "No party is trusted with the noise: the server sees only the noisy sum of clipped updates, and it "
+                "and anyone who sees the models learn at most (epsilon, delta)-bounded information about whether any "
+                f"one client took part. Holds in every round where at least {survivors} of "
+                f"{plan.clients_per_round} clients finish; a round with fewer is aborted and releases nothing."))]
     if plan.dp_fedavg is not None and plan.budget is not None:
         dp, delta = plan.dp_fedavg, plan.budget[1]
         ledger = state.ledgers["user"]
@@ -523,9 +549,20 @@ def _configure_privacy(spec: ExperimentSpec, plan: SimulationPlan, parts: list[n
         delta = priv.delta if priv.delta is not None else default_delta(n)
         _check_delta(delta, n, "client")
         q = spec.federated.fraction
-        noise = priv.noise_multiplier or calibrate_noise(priv.epsilon, delta, q, plan.rounds, priv.accountant)  # type: ignore[arg-type]
+        distributed = priv.noise_at == "clients"
+        if distributed:  # the zCDP bound composes on RDP; no amplification by client sampling is claimed
+            plan.accountant = "rdp"
+        noise = priv.noise_multiplier or calibrate_noise(priv.epsilon, delta, 1.0 if distributed else q,  # type: ignore[arg-type]
+                                                         plan.rounds, plan.accountant)
+        accounted = None
+        if distributed:
+            dim = int(get_flat(plan.model).numel())
+            dd, _ = plan_distributed(noise, priv.clip, dim, plan.clients_per_round,
+                                     max(1, math.ceil(priv.min_survivor_fraction * plan.clients_per_round)),
+                                     priv.secagg_bits)
+            accounted = dd.equivalent_noise_multiplier
         plan.dp_fedavg = DPFedAvg(noise, priv.clip, q, n, priv.adaptive_clip, priv.target_quantile, priv.clip_lr,
-                                  secure_rng=priv.secure_rng)
+                                  secure_rng=priv.secure_rng, distributed_noise_multiplier=accounted)
         _ = plan.dp_fedavg.update_noise_multiplier  # fails now, not mid-run, if adaptive clipping cannot work
     # Without a target the epsilon is only reported; with one it is also a budget.
     plan.budget = (priv.epsilon if priv.epsilon is not None else math.inf, delta)
@@ -599,10 +636,14 @@ def _configure_secure_aggregation(spec: ExperimentSpec, plan: SimulationPlan, pa
     if priv.secure_aggregation == "none":
         return
     dp = plan.dp_fedavg is not None
+    distributed = dp and plan.dp_fedavg.distributed  # type: ignore[union-attr]
     plan.secure = SecureAggregation(
         priv.secure_aggregation, priv.clip if dp else priv.secagg_clip, priv.secagg_bits, priv.secagg_neighbours,
-        priv.secagg_threshold, weighted=not dp, max_weight=float(max(len(p) for p in parts)))
-    expected = max(1, round(plan.dp_fedavg.expected_clients)) if dp else plan.clients_per_round  # type: ignore[union-attr]
+        priv.secagg_threshold, weighted=not dp, max_weight=float(max(len(p) for p in parts)),
+        noise_multiplier=plan.dp_fedavg.noise_multiplier if distributed else None,  # type: ignore[union-attr]
+        min_survivor_fraction=priv.min_survivor_fraction)
+    expected = (max(1, round(plan.dp_fedavg.expected_clients)) if dp and not distributed  # type: ignore[union-attr]
+                else plan.clients_per_round)
     if priv.secure_aggregation != "ckks":
         try:
             check_params(secure_params(plan.secure, expected, int(get_flat(plan.model).numel()) + 1, 1, spec.seed))

@@ -80,6 +80,7 @@ class SecAggParams:
     neighbours: int | None = None
     graph_seed: int = 0
     round_tag: bytes = b""
+    min_survivors: int = 0  # distributed DP: below this many masked inputs the sum is under-noised; abort
 
     @property
     def degree(self) -> int:
@@ -376,6 +377,7 @@ def client_unmask(state: ClientState, msg: bytes) -> bytes:
         raise SecAggAbort(f"malformed survivor list sent to client {state.id}: {exc}") from exc
     if state.id not in survivors:
         raise SecAggAbort(f"client {state.id} was left out of the survivor list it is answering")
+    _require_min_survivors(state.params, len(survivors), f"client {state.id}")
     live = survivors & state.masked_with
     if len(live) + 1 < state.params.threshold:
         raise SecAggAbort(f"only {len(live)} of client {state.id}'s neighbours survived, too few for the "
@@ -383,6 +385,12 @@ def client_unmask(state: ClientState, msg: bytes) -> bytes:
     seeds = {str(u): _b64(state.held[u][1]) for u in sorted((state.masked_with & survivors) | {state.id})}
     keys = {str(u): _b64(state.held[u][0]) for u in sorted(state.masked_with - survivors)}
     return pack("unmask", {"client": state.id, "seed_shares": seeds, "key_shares": keys})
+
+
+def _require_min_survivors(p: SecAggParams, survivors: int, who: str) -> None:
+    if survivors < p.min_survivors:
+        raise SecAggAbort(f"{who} sees {survivors} masked inputs, fewer than the {p.min_survivors} the distributed "
+                          "DP noise is calibrated for: unmasking would release an under-noised sum")
 
 
 # ---------------------------------------------------------------- server
@@ -467,6 +475,7 @@ def server_collect_masked(s: ServerState, msgs: dict[int, bytes]) -> dict[int, b
             raise SecAggAbort(f"client {c}'s masked input has values outside [0, 2^{p.bits})")
         s.masked[c] = vec
     survivors = set(s.masked)
+    _require_min_survivors(p, len(survivors), "the server")
     _require_neighbours(s, survivors, s.shared, "masked input")
     listing = pack("survivors", {"survivors": sorted(survivors)})
     return {c: listing for c in sorted(survivors)}

@@ -35,6 +35,20 @@ class DPFedAvg:
     clip_lr: float = 0.2
     count_stddev: float | None = None  # default: spend 10% of the round's privacy on the count
     secure_rng: bool = False
+    # Set when the clients add the noise under secure aggregation (distributed DP): the noise multiplier
+    # the accountant composes, with no amplification by client sampling claimed.
+    distributed_noise_multiplier: float | None = None
+
+    @property
+    def distributed(self) -> bool:
+        return self.distributed_noise_multiplier is not None
+
+    @property
+    def ledger_step(self) -> tuple[float, float]:
+        """(noise multiplier, sampling rate) of one round, as the accountant composes it."""
+        if self.distributed_noise_multiplier is not None:
+            return self.distributed_noise_multiplier, 1.0
+        return self.noise_multiplier, self.client_rate
 
     @property
     def expected_clients(self) -> float:

@@ -8,6 +8,8 @@ sockets and call the same functions.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -15,7 +17,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from unseen.crypto import secagg
+from unseen.crypto.fixed_point import FixedPoint
 from unseen.crypto.secagg import SecAggParams
+from unseen.privacy.distributed_dp import DistributedDP, client_encode, plan_distributed
 
 # (stage, sender, receiver, message) -> message: lets tests play a malicious network or party.
 Tamper = Callable[[str, str, str, bytes], bytes]
@@ -136,6 +140,10 @@ class SecureAggregation:
     threshold: int | None = None
     weighted: bool = True
     max_weight: float = 1.0
+    # Distributed DP: clients add discrete Gaussian noise of total std noise_multiplier * sensitivity,
+    # calibrated for at least ceil(min_survivor_fraction * n) clients finishing the round.
+    noise_multiplier: float | None = None
+    min_survivor_fraction: float = 0.9
 
 
 @dataclass
@@ -146,6 +154,19 @@ class SecureRound:
     weight: float
     survivors: list[int]
     stats: dict[str, float]
+
+
+def distributed_plan(config: SecureAggregation, clients: int, dim: int) -> tuple[DistributedDP, FixedPoint]:
+    """The distributed-DP parameters of a round of ``clients`` (noise calibrated for the minimum survivors)."""
+    min_survivors = max(1, math.ceil(config.min_survivor_fraction * clients))
+    return plan_distributed(config.noise_multiplier or 0.0, config.clip, dim, clients, min_survivors, config.bits)
+
+
+def _noise_rng(seed: int | None, round_index: int, client: int) -> np.random.Generator:
+    # Seeded for reproducible research runs; from the OS CSPRNG's entropy otherwise.
+    if seed is None:
+        return np.random.default_rng(np.random.SeedSequence())
+    return np.random.default_rng([seed, round_index, client, 0xDD])
 
 
 def secure_params(config: SecureAggregation, clients: int, dim: int, round_index: int, seed: int) -> SecAggParams:
@@ -168,6 +189,7 @@ def secure_round(
     round_index: int,
     seed: int,
     drop_before_input: set[int] = frozenset(),  # type: ignore[assignment]
+    noise_seed: int | None = None,
 ) -> SecureRound:
     """Clip, weight, encode and securely sum one round's updates; raise SecAggAbort if the round fails.
 
@@ -194,11 +216,17 @@ def secure_round(
                                            if c not in drop_before_input})
         survivors = [c for c in order if c not in drop_before_input]
     else:
-        plan = plan_fixed_point(n, max(config.clip, 1.0), config.bits)
         params = secure_params(config, n, dim, round_index, seed)
         index = {c: i for i, c in enumerate(order)}
         start = time.perf_counter()
-        encoded = {index[c]: encode(vector(c), plan) for c in order}
+        if config.noise_multiplier is not None:
+            dd, plan = distributed_plan(config, n, dim)
+            params = dataclasses.replace(params, min_survivors=dd.min_survivors)
+            encoded = {index[c]: client_encode(vector(c), dd, plan, _noise_rng(noise_seed, round_index, c))
+                       for c in order}
+        else:
+            plan = plan_fixed_point(n, max(config.clip, 1.0), config.bits)
+            encoded = {index[c]: encode(vector(c), plan) for c in order}
         encode_seconds = time.perf_counter() - start
         result = secure_sum(params, encoded, {"masked_input": {index[c] for c in drop_before_input}})
         result.client_seconds["clip_and_encode"] = encode_seconds

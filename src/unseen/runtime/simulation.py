@@ -166,7 +166,7 @@ def run_round(
     """Run round ``state.round + 1`` and return the new state and the round's metrics."""
     r = state.round + 1
     start = time.perf_counter()
-    if plan.dp_fedavg is not None:
+    if plan.dp_fedavg is not None and not plan.dp_fedavg.distributed:
         selected = poisson_sample_clients(len(plan.clients), plan.dp_fedavg.client_rate, plan.seed, r)
     else:
         selected = sample_clients(len(plan.clients), plan.clients_per_round, plan.seed, r)
@@ -228,7 +228,8 @@ def run_round(
         bad = {j.client for j in rejected}
         senders = {c: received[c].double().numpy() for c in selected if c not in bad}  # type: ignore[union-attr]
         try:
-            outcome = secure_round(plan.secure, senders, sizes, r, plan.seed, gone & set(senders))
+            outcome = secure_round(plan.secure, senders, sizes, r, plan.seed, gone & set(senders),
+                                   noise_seed=None if plan.dp_fedavg is None or plan.dp_fedavg.secure_rng else plan.seed)
             accepted, info = outcome.survivors, dict(outcome.stats)
             bytes_up, bytes_down = int(info["bytes_up"]), bytes_down + int(info["bytes_down"])
         except SecAggAbort as exc:
@@ -237,7 +238,10 @@ def run_round(
         metrics["secure_aggregation"] = info
         stages["secure_aggregation"] = time.perf_counter() - aggregate_start
         aggregate_start = time.perf_counter()
-        if outcome is not None and plan.dp_fedavg is not None:
+        if outcome is not None and plan.dp_fedavg is not None and plan.dp_fedavg.distributed:
+            delta = torch.from_numpy(outcome.total / plan.dp_fedavg.expected_clients).float()  # noise came summed
+            params, server_state = server_step(plan.server, state.params, delta, state.server_state)
+        elif outcome is not None and plan.dp_fedavg is not None:
             delta, clip = dp_fedavg_from_sum(torch.from_numpy(outcome.total).float(), plan.dp_fedavg,
                                              state.clip or plan.dp_fedavg.clip, server_noise_generator(plan.seed, r))
             params, server_state = server_step(plan.server, state.params, delta, state.server_state)
@@ -262,7 +266,7 @@ def run_round(
             params, server_state = server_step(plan.server, state.params, delta, state.server_state)
     metrics.update(accepted=len(accepted), rejected=len(rejected))
     if plan.dp_fedavg is not None:
-        ledgers["user"].record(plan.dp_fedavg.noise_multiplier, plan.dp_fedavg.client_rate, 1)
+        ledgers["user"].record(*plan.dp_fedavg.ledger_step, 1)
         metrics["clip"] = clip
     metrics["train_loss"] = (float(sum(losses[c] * sizes[c] for c in accepted) / sum(sizes[c] for c in accepted))
                              if accepted else float("nan"))
@@ -300,7 +304,7 @@ def next_round_exceeds_budget(plan: SimulationPlan, state: SimulationState) -> s
         return None
     target, delta = plan.budget
     if plan.dp_fedavg is not None:
-        z, q = plan.dp_fedavg.noise_multiplier, plan.dp_fedavg.client_rate
+        z, q = plan.dp_fedavg.ledger_step
         eps = state.ledgers["user"].epsilon(delta, extra=(z, q, 1))
         if eps > target:
             return (f"stopped before round {state.round + 1}: it would bring user-level epsilon to {eps:.4g}, "
