@@ -39,6 +39,6 @@ def test_mnist_fedavg_with_secagg_plus_matches_plain_fedavg(tmp_path):
 
     plain = run(spec("none"), output_dir=tmp_path / "plain")
     secure = run(spec("secagg+"), output_dir=tmp_path / "secure")
-    assert secure.results["status"] == "completed" and plain.accuracy >= 0.97
+    assert secure.results["status"] == "completed" and plain.accuracy >= 0.96
     assert abs(secure.accuracy - plain.accuracy) <= 0.001  # at most 10 of 10,000 test images
     assert float((secure.params - plain.params).abs().max()) < 1e-4
