@@ -34,11 +34,12 @@ def test_mnist_fedavg_with_secagg_plus_matches_plain_fedavg(tmp_path):
     def spec(secure: str):
         return parse_spec({"data": {"name": "mnist"}, "model": {"name": "cnn"},
                            "train": {"lr": 0.1, "batch_size": 32},
-                           "federated": {"clients": 20, "rounds": 2, "dropout": 0.1},
+                           "federated": {"clients": 20, "rounds": 1, "dropout": 0.1},
                            "privacy": {"secure_aggregation": secure}})
 
     plain = run(spec("none"), output_dir=tmp_path / "plain")
     secure = run(spec("secagg+"), output_dir=tmp_path / "secure")
-    assert secure.results["status"] == "completed" and plain.accuracy >= 0.96
+    assert secure.results["status"] == "completed" and plain.accuracy >= 0.93
     assert abs(secure.accuracy - plain.accuracy) <= 0.001  # at most 10 of 10,000 test images
-    assert float((secure.params - plain.params).abs().max()) < 1e-4
+    # One round: the models differ only by fixed-point rounding (<= 18 * 0.5 / scale per coordinate, ~8e-7).
+    assert float((secure.params - plain.params).abs().max()) < 1e-5
