@@ -201,29 +201,32 @@ def shamir_split(secret: bytes, threshold: int, holders: list[int]) -> dict[int,
     return shares
 
 
-def _interpolate(points: list[tuple[int, int]], at: int) -> int:
-    total = 0
-    for i, (xi, yi) in enumerate(points):
+@functools.lru_cache(maxsize=256)
+def _lagrange_at_zero(xs: tuple[int, ...]) -> tuple[int, ...]:
+    # The same survivors answer for many clients: compute the coefficients once per set of x-coordinates.
+    coeffs = []
+    for i, xi in enumerate(xs):
         num, den = 1, 1
-        for j, (xj, _) in enumerate(points):
+        for j, xj in enumerate(xs):
             if i != j:
-                num = num * (at - xj) % PRIME
+                num = num * (-xj) % PRIME
                 den = den * (xi - xj) % PRIME
-        total = (total + yi * num * pow(den, -1, PRIME)) % PRIME
-    return total
+        coeffs.append(num * pow(den, -1, PRIME) % PRIME)
+    return tuple(coeffs)
 
 
 def shamir_combine(shares: dict[int, bytes], threshold: int, length: int, what: str) -> bytes:
-    """The secret from >= ``threshold`` shares; extra shares must agree with the same polynomial."""
+    """The secret from the first ``threshold`` shares (callers check it against a commitment or public key).
+
+    Extra shares are not used: a wrong extra share cannot change the result, and a wrong share among
+    those used yields a secret that fails the caller's check, which aborts the round.
+    """
     if len(shares) < threshold:
         raise SecAggAbort(f"only {len(shares)} shares of {what} arrived, {threshold} are needed: too many "
                           "neighbours dropped out; the round is aborted and the model is unchanged")
-    points = [(h + 1, int.from_bytes(s, "big")) for h, s in sorted(shares.items())]
-    base = points[:threshold]
-    for x, y in points[threshold:]:
-        if _interpolate(base, x) != y:
-            raise SecAggAbort(f"inconsistent shares of {what}: some neighbour sent a share off the polynomial")
-    value = _interpolate(base, 0)
+    used = sorted(shares.items())[:threshold]
+    lagrange = _lagrange_at_zero(tuple(h + 1 for h, _ in used))
+    value = sum(c * int.from_bytes(s, "big") for c, (_, s) in zip(lagrange, used, strict=True)) % PRIME
     if value >= 1 << (8 * length):
         raise SecAggAbort(f"the shares of {what} do not rebuild a valid secret: a share was tampered with")
     return value.to_bytes(length, "big")
@@ -539,6 +542,6 @@ def server_unmask(s: ServerState, msgs: dict[int, bytes]) -> tuple[np.ndarray, l
 __all__ = [
     "PRIME", "STAGES", "ClientState", "SecAggAbort", "SecAggParams", "ServerState", "check_params",
     "client_advertise", "client_masked_input", "client_share_keys", "client_unmask", "default_neighbours",
-    "default_threshold", "neighbour_graph", "pack", "prg", "server_collect_masked", "server_route_keys",
+    "default_threshold", "mask_buffer", "neighbour_graph", "pack", "prg", "server_collect_masked", "server_route_keys",
     "server_route_shares", "server_unmask", "shamir_combine", "shamir_split", "unpack",
 ]
