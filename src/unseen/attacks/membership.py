@@ -1,14 +1,16 @@
-"""Membership inference by loss threshold (Yeom et al. 2018).
+"""Membership inference: loss threshold (Yeom et al. 2018), LiRA (Carlini et al. 2022), RMIA (Zarifzadeh et al. 2024).
 
-Threat model: the attacker holds the final model and candidate records with their labels, and
-guesses "member" when the model's loss on a record is low. The score is the negative loss, in
-float64 so that records with (near) zero loss keep distinct scores.
+Every attack returns one score per candidate record (higher = "more likely a member"), in float64 so
+that records with (near) zero loss keep distinct scores; :mod:`unseen.audit` turns scores into
+metrics. The loss attack needs only the model; LiRA and RMIA also use reference models, trained by
+:mod:`unseen.audit.membership` on data from the same distribution.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+from scipy import stats
 from torch import nn
 from torch.nn import functional as F
 
@@ -29,3 +31,81 @@ def loss_scores(model: nn.Module, params: torch.Tensor, x: torch.Tensor, y: torc
         logits = model(x[start : start + batch_size]).double()
         out.append(-F.cross_entropy(logits, y[start : start + batch_size], reduction="none").cpu().numpy())
     return np.concatenate(out) if out else np.zeros(0)
+
+
+# ---------------------------------------------------------------- attacks with reference models
+LIRA_THREAT_MODEL = (
+    "The attacker has the final model, candidate records with labels, and data from the same distribution to "
+    "train reference models on (Carlini et al. 2022); online LiRA also trains references that include each "
+    "candidate.")
+RMIA_THREAT_MODEL = (
+    "The attacker has the final model, candidate records with labels, population records, and a few reference "
+    "models trained on population data (Zarifzadeh et al. 2024).")
+
+
+@torch.no_grad()
+def true_class_logits(model: nn.Module, params: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
+                      batch_size: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+    """Per record: the model's probability of the true label, and its logit-scaled confidence
+    ``log p - log(1 - p)`` (LiRA's statistic), both computed stably in float64."""
+    set_flat(model, params)
+    model.eval()
+    probs, phis = [], []
+    for start in range(0, len(y), batch_size):
+        logits = model(x[start : start + batch_size]).double()
+        yb = y[start : start + batch_size]
+        log_p = torch.log_softmax(logits, dim=1)
+        true = log_p.gather(1, yb[:, None])[:, 0]
+        others = logits.clone()
+        others.scatter_(1, yb[:, None], -torch.inf)
+        # log(p / (1 - p)) = z_y - logsumexp_{j != y} z_j: no cancellation when p is close to 1.
+        phi = logits.gather(1, yb[:, None])[:, 0] - torch.logsumexp(others, dim=1)
+        probs.append(true.exp().cpu().numpy())
+        phis.append(phi.cpu().numpy())
+    return (np.concatenate(probs), np.concatenate(phis)) if probs else (np.zeros(0), np.zeros(0))
+
+
+def lira_scores(target_phi: np.ndarray, ref_phi: np.ndarray, ref_in: np.ndarray, *, online: bool = True,
+                min_std: float = 1e-3) -> np.ndarray:
+    """LiRA (Carlini et al. 2022): a likelihood ratio of the target's confidence under the IN and OUT
+    Gaussians fitted on reference models.
+
+    ``ref_phi`` and ``ref_in`` are (references x records): each reference model's logit-scaled
+    confidence on each record, and whether that reference trained on it. With few references a
+    global variance per side is used, as the paper advises. Offline LiRA uses only the OUT side.
+    """
+    target_phi = np.asarray(target_phi, dtype=np.float64)
+    ref_phi = np.asarray(ref_phi, dtype=np.float64)
+    ref_in = np.asarray(ref_in, dtype=bool)
+    out_mask = ~ref_in
+    if not out_mask.any(axis=0).all():
+        raise ValueError("LiRA needs at least one OUT reference model for every record")
+    mu_out = np.nanmean(np.where(out_mask, ref_phi, np.nan), axis=0)
+    sd_out = max(float(np.std((ref_phi - mu_out)[out_mask])), min_std)
+    if not online:
+        return stats.norm.logsf(target_phi, mu_out, sd_out) * -1.0  # how far above the OUT distribution
+    if not ref_in.any(axis=0).all():
+        raise ValueError("online LiRA needs at least one IN reference model for every record")
+    mu_in = np.nanmean(np.where(ref_in, ref_phi, np.nan), axis=0)
+    sd_in = max(float(np.std((ref_phi - mu_in)[ref_in])), min_std)
+    return stats.norm.logpdf(target_phi, mu_in, sd_in) - stats.norm.logpdf(target_phi, mu_out, sd_out)
+
+
+def rmia_scores(target_p: np.ndarray, ref_p: np.ndarray, target_pz: np.ndarray, ref_pz: np.ndarray, *,
+                gamma: float = 2.0, offline_a: float | None = None) -> np.ndarray:
+    """RMIA (Zarifzadeh et al. 2024): how often the record's likelihood ratio beats population records'.
+
+    ``target_p`` / ``ref_p`` (references x records) are the target's and the references' probabilities
+    of the true label on the candidates; ``target_pz`` / ``ref_pz`` the same on population records z.
+    ``Pr(x)`` averages the references; with ``offline_a`` (references never trained on the candidates)
+    it is ``((1 + a) * mean + (1 - a)) / 2``, the paper's offline correction.
+    """
+    def prior(p: np.ndarray) -> np.ndarray:
+        mean = np.asarray(p, dtype=np.float64).mean(axis=0)
+        return mean if offline_a is None else 0.5 * ((1 + offline_a) * mean + (1 - offline_a))
+
+    eps = 1e-300
+    ratio_x = np.asarray(target_p, dtype=np.float64) / np.maximum(prior(ref_p), eps)
+    ratio_z = np.sort(np.asarray(target_pz, dtype=np.float64) / np.maximum(prior(ref_pz), eps))
+    # Score = the fraction of z with ratio_x / ratio_z > gamma, i.e. ratio_z < ratio_x / gamma.
+    return np.searchsorted(ratio_z, ratio_x / gamma, side="left") / len(ratio_z)
