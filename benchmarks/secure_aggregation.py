@@ -11,6 +11,8 @@ batch 32), 0% and 10% dropouts, one process measures:
   the same real updates, interleaved, ``--repeats`` times; medians are reported;
 - ``round_ratio`` = (train + secure aggregate) / (train + plain aggregate): a round as the
   simulator runs it (clients one after another), with the training measured once and shared;
+- ``parallel_round_ratio``: the same with clients running at once, as in a deployment: one
+  client's training and client-side work, then the server's (network time left out);
 - ``upload_ratio``: bytes a surviving client uploads over its plain .npy float32 upload;
 - ``max_error``: the largest difference between the secure and the plain weighted mean.
 
@@ -66,13 +68,15 @@ def client_updates(clients: int, size: str) -> tuple[dict[int, torch.Tensor], di
     return updates, sizes, time.perf_counter() - started
 
 
-def plain_path(updates: dict[int, torch.Tensor], sizes: dict[int, int], gone: set[int]) -> tuple[torch.Tensor, int]:
+def plain_path(updates: dict[int, torch.Tensor], sizes: dict[int, int], gone: set[int]):
+    t = time.perf_counter()
     payloads = {c: wire.encode(u) for c, u in updates.items() if c not in gone}
+    client_seconds = time.perf_counter() - t
     received = {c: wire.decode(p) for c, p in payloads.items()}
     accepted, _ = screen_updates(received, next(iter(updates.values())).numel(), 1, max_norm_ratio=100.0)
     stacked = torch.stack([received[c] for c in accepted])
     weights = torch.tensor([sizes[c] for c in accepted], dtype=torch.float32)
-    return aggregate("mean", stacked, weights), sum(len(p) for p in payloads.values())
+    return aggregate("mean", stacked, weights), sum(len(p) for p in payloads.values()), client_seconds
 
 
 def secure_path(backend: str, updates: dict[int, torch.Tensor], sizes: dict[int, int], gone: set[int]):
@@ -89,14 +93,15 @@ def measure(clients: int, size: str, dropout: float, backends: list[str], repeat
     times: dict[str, list[float]] = {b: [] for b in ["plain", *backends]}
     stats: dict[str, dict] = {}
     errors: dict[str, float] = {}
-    plain_bytes, plain_mean = 0, None
+    plain_bytes, plain_mean, plain_clients = 0, None, []
     for rep in range(repeats):
         for b in (["plain", *backends] if rep % 2 == 0 else [*backends, "plain"]):  # interleaved
             if b == "ckks" and rep >= max(2, repeats // 2):
                 continue  # CKKS is slow at 1M; fewer repeats say enough
             t = time.perf_counter()
             if b == "plain":
-                mean, plain_bytes = plain_path(updates, sizes, gone)
+                mean, plain_bytes, plain_client = plain_path(updates, sizes, gone)
+                plain_clients.append(plain_client / senders)
                 plain_mean = mean.double().numpy()
             else:
                 mean, stats[b] = secure_path(b, updates, sizes, gone)
@@ -105,6 +110,9 @@ def measure(clients: int, size: str, dropout: float, backends: list[str], repeat
                 errors[b] = float(np.max(np.abs(mean - plain_mean)))
     rows = []
     plain_agg = statistics.median(times["plain"])
+    train_each = train_seconds / clients
+    plain_client = statistics.median(plain_clients)
+    plain_parallel = train_each + plain_client + (plain_agg - plain_client * senders)
     for b in ["plain", *backends]:
         agg = statistics.median(times[b])
         up = plain_bytes / senders if b == "plain" else stats[b]["bytes_up"] / senders
@@ -115,11 +123,18 @@ def measure(clients: int, size: str, dropout: float, backends: list[str], repeat
             "round_seconds": train_seconds + agg, "round_ratio": (train_seconds + agg) / (train_seconds + plain_agg),
             "bytes_up_per_sender": up, "upload_ratio": up / (plain_bytes / senders),
         }
+        if b == "plain":
+            row["parallel_round_seconds"] = plain_parallel
+        else:
+            # Clients run at once in a deployment: one client's training and crypto, then the server's work.
+            row["parallel_round_seconds"] = train_each + stats[b]["client_seconds_per_client"] + stats[b]["server_seconds"]
+        row["parallel_round_ratio"] = row["parallel_round_seconds"] / plain_parallel
         if b != "plain":
             row.update(max_error=errors[b], crypto_seconds_per_client=stats[b]["client_seconds_per_client"],
                        server_seconds=stats[b]["server_seconds"], survivors=stats[b]["survivors"])
         rows.append(row)
-        print(f"  {b:<8} aggregate {agg:7.2f} s   round {row['round_ratio']:.3f}x plain   upload "
+        print(f"  {b:<8} aggregate {agg:7.2f} s   round {row['round_ratio']:.3f}x plain (clients in parallel "
+              f"{row['parallel_round_ratio']:.3f}x)   upload "
               f"{row['upload_ratio']:.3f}x" + (f"   client crypto {row['crypto_seconds_per_client'] * 1e3:6.1f} ms, "
                                                f"server {row['server_seconds']:.2f} s, max error "
                                                f"{row['max_error']:.1e}" if b != "plain" else ""), flush=True)
@@ -133,6 +148,7 @@ def main() -> None:
     parser.add_argument("--dropouts", type=float, nargs="+", default=[0.0, 0.1])
     parser.add_argument("--backends", nargs="+", default=["secagg+", "secagg", "ckks"])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--merge", action="store_true", help="replace only the measured rows in the results file")
     args = parser.parse_args()
     torch.set_num_threads(2)
     rows = []
@@ -144,6 +160,10 @@ def main() -> None:
                 print(f" dropout {dropout:.0%}", flush=True)
                 rows += measure(clients, size, dropout, args.backends, args.repeats, updates, sizes, train_seconds)
     path = ROOT / "results" / "secure_aggregation.json"
+    if args.merge and path.exists():
+        key = ("backend", "clients", "size", "dropout")
+        fresh = {tuple(r[k] for k in key) for r in rows}
+        rows = [r for r in json.loads(path.read_text())["rows"] if tuple(r[k] for k in key) not in fresh] + rows
     path.write_text(json.dumps({
         "benchmark": "secure_aggregation", "unseen": unseen.__version__, "torch": torch.__version__,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()}, "rows": rows,

@@ -111,6 +111,8 @@ def run_cmd(
         else:
             result = experiment.run(experiment.load_spec(spec, set_ or []), output_dir=output, hooks=hooks)
     _show(result, fmt)
+    if result.results["status"] == "privacy_violation":
+        raise typer.Exit(4)  # the canary audit disproved the run's privacy guarantee
     if result.results.get("failed_rounds"):
         raise typer.Exit(3)  # a run with failed rounds is not a success, even though it finished
 
@@ -181,6 +183,32 @@ def report(run_dir: Annotated[Path, typer.Argument(help="a finished run folder")
     from unseen.report.html import write_report
 
     out.print(f"report: [bold]{write_report(run_dir)}[/]")
+
+
+@app.command()
+def audit(
+    run_dir: Annotated[Path, typer.Argument(help="a finished run folder")],
+    attacks: Annotated[str, typer.Option(help="comma-separated: loss, rmia, lira, lira_offline")] = "loss,rmia,lira",
+    references: Annotated[int, typer.Option(help="reference models for RMIA and LiRA")] = 2,
+    records: Annotated[int, typer.Option(help="members and non-members attacked")] = 1000,
+    fmt: FormatOpt = "table",
+) -> None:
+    """Attack a finished run's model (membership inference) and add the results to its results.json and report."""
+    from unseen.audit.membership import ATTACKS
+
+    _check_format(fmt)
+    names = tuple(a.strip() for a in attacks.split(",") if a.strip())
+    unknown = [a for a in names if a not in ATTACKS]
+    if unknown:
+        raise UnseenError(f"--attacks: unknown {unknown}; use any of {', '.join(ATTACKS)}")
+    with out.status(f"training {references} reference model(s) and attacking {run_dir} ..."):
+        result = experiment.audit_run(run_dir, attacks=names, references=references, records=records)
+    if fmt == "json":
+        out.print_json(json.dumps({k: {kk: vv for kk, vv in v.items() if kk != "roc"} for k, v in result.items()},
+                                  default=float))
+        return
+    out.print(tables.audit_table(result))
+    _print_report_path(run_dir)
 
 
 @app.command()

@@ -11,6 +11,7 @@ live in ``[runtime]`` and can never change a guarantee.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -30,6 +31,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 import unseen
+from unseen.audit.canary import make_canaries, one_run_audit
 from unseen.crypto.secagg import SecAggAbort, check_params
 from unseen.data import DATASETS, Dataset, load, partition
 from unseen.data.datasets import FILE_DATASET
@@ -190,6 +192,8 @@ class AuditSpec(_Section):
 
     attacks: list[Literal["loss"]] = Field(default_factory=list, description="membership inference attacks to run")
     max_records: int = Field(2000, ge=10, description="members and non-members scored per attack")
+    canaries: int = Field(0, ge=0, description="mislabelled canaries planted, each with probability 1/2, for a "
+                          "one-run audit of the privacy guarantee (Steinke et al. 2023)")
 
 
 class OutputSpec(_Section):
@@ -580,7 +584,20 @@ def build_plan(spec: ExperimentSpec, dataset: Dataset, device: torch.device) -> 
                           shards_per_client=p.shards_per_client, groups=dataset.train.groups)
     x = torch.from_numpy(dataset.train.x).to(device)
     y = torch.from_numpy(dataset.train.y).to(device)
+    canaries = None
+    if spec.audit.canaries:
+        # Canaries are training records with a wrong label; each joins a random client with probability 1/2.
+        idx, wrong, included = make_canaries(y, y, dataset.n_classes, spec.audit.canaries, spec.seed)
+        taken = set(idx.tolist())
+        parts = [np.array([i for i in p if i not in taken], dtype=np.int64) for p in parts]
+        homes = np.random.default_rng([spec.seed, 0xCA8]).integers(0, len(parts), size=len(idx))
+        canaries = (x[torch.from_numpy(idx).to(device)], wrong, included, homes)
     clients = [(x[torch.from_numpy(idx).to(device)], y[torch.from_numpy(idx).to(device)]) for idx in parts]
+    if canaries is not None:
+        cx, wrong, included, homes = canaries
+        for c in range(len(clients)):
+            mine = torch.from_numpy(included & (homes == c)).to(device)
+            clients[c] = (torch.cat([clients[c][0], cx[mine]]), torch.cat([clients[c][1], wrong[mine]]))
     model = init_model(spec.model.name, dataset.input_shape, dataset.n_classes, seed=spec.seed,
                        hidden=tuple(spec.model.hidden)).to(device)
     fed = spec.federated
@@ -612,6 +629,8 @@ def build_plan(spec: ExperimentSpec, dataset: Dataset, device: torch.device) -> 
         adversary=Adversary(adv.count, adv.kind, adv.factor) if adv.count and not central else None,
         serialize=not central, eval_every=spec.train.eval_every, eval_batch_size=spec.runtime.eval_batch_size,
     )
+    if canaries is not None:
+        plan.canaries = (canaries[0], canaries[1], canaries[2], get_flat(model).detach().cpu().clone())
     _configure_privacy(spec, plan, parts)
     _configure_secure_aggregation(spec, plan, parts)
     plan.dropout = 0.0 if central else fed.dropout
@@ -652,10 +671,27 @@ def _configure_secure_aggregation(spec: ExperimentSpec, plan: SimulationPlan, pa
                             f"round: {exc}") from exc
 
 
+def _canary_audit(spec: ExperimentSpec, plan: SimulationPlan, state: SimulationState) -> dict[str, Any]:
+    """Score the planted canaries (drop in loss from the initial model) and bound epsilon from one run."""
+    from unseen.attacks.membership import loss_scores
+
+    cx, wrong, included, initial = plan.canaries  # type: ignore[misc]
+    scores = (loss_scores(plan.model, state.params, cx, wrong) - loss_scores(plan.model, initial, cx, wrong))
+    formal = [g for g in _privacy_guarantees(spec, plan, state) if g.is_formal]
+    worst = max(formal, key=lambda g: g.epsilon) if formal else None
+    audit = one_run_audit(scores, included, delta=worst.delta if worst else 0.0,  # type: ignore[arg-type]
+                          formal_epsilon=worst.epsilon if worst else None)
+    if audit.violation:
+        log.error("canary audit: eps-hat %.3g exceeds the formal epsilon %.3g", audit.epsilon_lower_bound,
+                  audit.formal_epsilon)
+    return audit.to_dict()
+
+
 def _audit(spec: ExperimentSpec, plan: SimulationPlan, state: SimulationState, dataset: Dataset) -> dict[str, Any]:
     """Run the spec's attacks against the final model: training records are members, test records not."""
+    out = {"canary": _canary_audit(spec, plan, state)} if plan.canaries is not None else {}
     if not spec.audit.attacks:
-        return {}
+        return out
     from unseen.attacks.membership import THREAT_MODEL, loss_scores
     from unseen.audit import audit_scores
 
@@ -674,8 +710,8 @@ def _audit(spec: ExperimentSpec, plan: SimulationPlan, state: SimulationState, d
     # The members the attack is surest about: the records this model exposes most.
     top = np.argsort(-scores_in)[:10]
     vulnerable = [{"train_index": int(members[i]), "label": int(y_in[i]), "loss": float(-scores_in[i])} for i in top]
-    return {"loss": {**result.to_dict(), "threat_model": THREAT_MODEL, "most_vulnerable": vulnerable,
-                     "roc": {"fpr": result.fpr.tolist(), "tpr": result.tpr.tolist()}}}
+    return {**out, "loss": {**result.to_dict(), "threat_model": THREAT_MODEL, "most_vulnerable": vulnerable,
+                            "roc": {"fpr": result.fpr.tolist(), "tpr": result.tpr.tolist()}}}
 
 
 def _versions() -> dict[str, str]:
@@ -725,10 +761,12 @@ def _results(spec: ExperimentSpec, dataset: Dataset, plan: SimulationPlan, parts
         final_loss, final_acc = history[-1]["test_loss"], history[-1]["test_accuracy"]
     else:  # halted by the privacy budget between evaluations, or before the first round
         final_loss, final_acc = evaluate(plan.model, state.params, *plan.test, plan.eval_batch_size)
+    audit = _audit(spec, plan, state, dataset)
     return {
-        "audit": _audit(spec, plan, state, dataset),
+        "audit": audit,
         "name": spec.name,
-        "status": ("budget_exhausted" if state.halted
+        "status": ("privacy_violation" if audit.get("canary", {}).get("violation")
+                   else "budget_exhausted" if state.halted
                    else "completed_with_failed_rounds" if any("failed" in m for m in history) else "completed"),
         "mode": spec.mode,
         "seed": spec.seed,
@@ -861,10 +899,59 @@ def resume(run_dir: str | Path, *, hooks: Hooks | None = None) -> RunResult:
     return _execute(spec, run_dir, hooks or Hooks(), checkpoint)
 
 
+def audit_run(run_dir: str | Path, *, attacks: tuple[str, ...] = ("loss", "rmia", "lira"), references: int = 2,
+              records: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """Attack a finished run's final model; add the results to its results.json and report.
+
+    Members are records the run trained on, non-members test records. Reference models train
+    centrally with the run's model and local recipe, for as many passes over their data as the run
+    made (rounds x local epochs x client fraction, at most 50): the attacker knows the recipe, not
+    the federation. References are not trained with DP, even for a DP run (an attacker's choice).
+    """
+    from unseen.audit import audit_scores
+    from unseen.audit.membership import THREAT, Recipe, attack_scores
+
+    run_dir = Path(run_dir)
+    results_path = run_dir / "results.json"
+    if not results_path.is_file() or not (run_dir / "model.pt").is_file():
+        raise CheckpointError(f"{run_dir} is not a finished run folder (no results.json or model.pt): finish it "
+                              "first with `unseen run --resume`.")
+    spec = load_spec(run_dir / "spec.toml")
+    results = json.loads(results_path.read_text())
+    device = torch.device("cpu")
+    dataset = load_dataset(spec)
+    plan, parts = build_plan(spec, dataset, device)
+    params = torch.load(run_dir / "model.pt", map_location=device)
+    rng = np.random.default_rng([seed, 0xA0])
+    trained = np.concatenate(parts)
+    n = min(records, len(trained), len(dataset.test))
+    members = rng.choice(trained, n, replace=False)
+    outsiders = rng.choice(len(dataset.test), n, replace=False)
+    pool_x = torch.from_numpy(np.concatenate([dataset.train.x[members], dataset.test.x[outsiders]]))
+    pool_y = torch.from_numpy(np.concatenate([dataset.train.y[members], dataset.test.y[outsiders]]))
+    passes = spec.train.epochs if spec.mode == "central" else spec.train.epochs * spec.federated.rounds * spec.federated.fraction
+    recipe = Recipe(spec.model.name, dataset.input_shape, dataset.n_classes,
+                    dataclasses.replace(plan.local, epochs=max(1, min(50, round(passes))), prox_mu=0.0),
+                    tuple(spec.model.hidden))
+    scores = attack_scores(plan.model, params, recipe, pool_x, pool_y, references=references, attacks=attacks,
+                           seed=seed)
+    formal = [g for g in results["privacy"]["guarantees"] if g["mechanism"] != "none"]
+    delta = max((g["delta"] for g in formal), default=0.0)
+    audit = dict(results.get("audit") or {})
+    for name, sc in scores.items():
+        res = audit_scores(sc[:n], sc[n:], delta=delta)
+        audit[name] = {**res.to_dict(), "threat_model": THREAT[name], "references": references if name != "loss" else 0,
+                       "roc": {"fpr": res.fpr.tolist(), "tpr": res.tpr.tolist()}}
+    results["audit"] = audit
+    results_path.write_text(json.dumps(results, indent=2, default=float))
+    write_report(run_dir)
+    return audit
+
+
 __all__ = [
     "AdversarySpec", "AuditSpec", "DataSpec", "ExperimentSpec", "FederatedSpec", "Hooks", "ModelSpec",
     "OutputSpec", "PartitionSpec", "PrivacySpec", "RunResult", "RuntimeSpec", "TrainSpec", "UnseenError",
-    "apply_overrides", "build_plan", "load_dataset", "load_spec", "parse_spec", "resume", "run", "run_in",
+    "apply_overrides", "audit_run", "build_plan", "load_dataset", "load_spec", "parse_spec", "resume", "run", "run_in",
     "spec_to_toml",
 ]
 

@@ -94,7 +94,7 @@ def run_sweep(
             "status": results["status"], "wall_seconds": results["costs"]["wall_seconds"],
             "bytes": results["costs"]["bytes_up"] + results["costs"]["bytes_down"],
             # Attack success: the strongest audited attack's AUC and empirical epsilon, if any ran.
-            "attack_auc": max((a["auc"] for a in audits.values()), default=None),
+            "attack_auc": max((a["auc"] for a in audits.values() if "auc" in a), default=None),
             "eps_hat": max((a["epsilon_lower_bound"] for a in audits.values()), default=None),
         })
     summary = summarize(rows, keys)

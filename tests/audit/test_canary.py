@@ -76,3 +76,30 @@ def test_dp_sgd_stays_within_its_formal_epsilon_under_the_canary_audit(epsilon):
     audit, _ = canary_audit(recipe, x, y, 200, seed=1, delta=delta, formal_epsilon=epsilon)
     assert not audit.violation and audit.epsilon_lower_bound <= epsilon
     check_against(audit)
+
+
+def _run_spec(**privacy) -> dict:
+    return {"data": {"name": "digits"}, "model": {"name": "mlp", "hidden": [128]},
+            "train": {"lr": 0.1, "epochs": 5}, "federated": {"clients": 4, "rounds": 8},
+            "audit": {"canaries": 200}, "privacy": privacy}
+
+
+def test_canaries_in_a_federated_run_expose_it_and_the_report_says_so(tmp_path):
+    from unseen.experiment import parse_spec, run
+
+    r = run(parse_spec(_run_spec()), output_dir=tmp_path).results
+    canary = r["audit"]["canary"]
+    assert canary["canaries"] == 200 and 70 < canary["included"] < 130
+    assert canary["epsilon_lower_bound"] > 0.5 and canary["formal_epsilon"] is None and not canary["violation"]
+    assert r["status"] == "completed"
+    assert sum(r["dataset"]["client_sizes"]) == r["dataset"]["train_samples"] - 200  # canaries left their clients
+
+
+def test_a_dp_fedavg_run_passes_its_canary_audit(tmp_path):
+    from unseen.experiment import parse_spec, run
+
+    r = run(parse_spec(_run_spec(mechanism="dp_fedavg", epsilon=4.0, clip=0.5)), output_dir=tmp_path).results
+    canary, (g,) = r["audit"]["canary"], r["privacy"]["guarantees"]
+    assert canary["formal_epsilon"] == pytest.approx(g["epsilon"]) and canary["delta"] == g["delta"]
+    assert canary["epsilon_lower_bound"] <= g["epsilon"] and not canary["violation"]
+    assert r["status"] == "completed"

@@ -47,30 +47,59 @@ def total_variation(x: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class Reconstruction:
-    image: torch.Tensor
-    label: int
+    image: torch.Tensor  # one image, or a batch when several were reconstructed
+    label: int | list[int]
     final_loss: float
+
+
+def local_update_delta(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, lr: float
+                       ) -> list[torch.Tensor]:
+    """The multi-step FedAvg update a client sends: weights after ``steps`` SGD steps on (x, y), minus before."""
+    names = [n for n, _ in model.named_parameters()]
+    start = tuple(p.detach() for _, p in model.named_parameters())
+    return [w - w0 for w, w0 in zip(_unrolled(model, names, start, x, y, steps, lr), start, strict=True)]
+
+
+def _unrolled(model: nn.Module, names: list[str], params: tuple[torch.Tensor, ...], x: torch.Tensor,
+              y: torch.Tensor, steps: int, lr: float) -> tuple[torch.Tensor, ...]:
+    grad_fn = grad(_loss_fn(model, names))
+    for _ in range(steps):
+        params = tuple(p - lr * g for p, g in zip(params, grad_fn(params, x, y), strict=True))
+    return params
 
 
 def invert_gradients(
     model: nn.Module, gradients: list[torch.Tensor], shape: tuple[int, ...], *, label: int | None = None,
+    labels: list[int] | None = None, local_steps: int = 1, local_lr: float = 0.1,
     steps: int = 1000, lr: float = 0.1, tv_weight: float = 1e-4, bounds: tuple[float, float] = (-0.43, 2.83),
     seed: int = 0,
 ) -> Reconstruction:
-    """Find an image whose gradient matches ``gradients`` (1 - cosine similarity + TV prior)."""
-    label = recover_label(gradients) if label is None else label
+    """Find images whose update matches the observed one (1 - cosine similarity + TV prior).
+
+    One image by default (label from iDLG if not given). ``labels`` reconstructs a batch of that many
+    images (the attacker is given the labels, the usual assumption for batches). With
+    ``local_steps > 1`` the observed update is a multi-step FedAvg update (weights after minus before)
+    and the attack unrolls as many SGD steps of rate ``local_lr`` on the dummy batch (Geiping et al.).
+    """
+    if labels is None:
+        labels = [recover_label(gradients) if label is None else label]
     names = [n for n, _ in model.named_parameters()]
     params = tuple(p.detach() for _, p in model.named_parameters())
     grad_fn = grad(_loss_fn(model, names))
     target = torch.cat([g.reshape(-1) for g in gradients])
-    dummy = (torch.randn((1, *shape), generator=torch.Generator().manual_seed(seed)) * 0.5).requires_grad_(True)
+    dummy = (torch.randn((len(labels), *shape), generator=torch.Generator().manual_seed(seed)) * 0.5
+             ).requires_grad_(True)
     optimizer = torch.optim.Adam([dummy], lr=lr)
     schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, [int(steps * f) for f in (0.375, 0.625, 0.875)], 0.1)
-    y = torch.tensor([label])
+    y = torch.tensor(labels)
     loss = torch.tensor(0.0)
     for _ in range(steps):
         optimizer.zero_grad()
-        g = torch.cat([t.reshape(-1) for t in grad_fn(params, dummy, y)])
+        if local_steps == 1:
+            g = torch.cat([t.reshape(-1) for t in grad_fn(params, dummy, y)])
+        else:
+            after = _unrolled(model, names, params, dummy, y, local_steps, local_lr)
+            g = torch.cat([(w - w0).reshape(-1) for w, w0 in zip(after, params, strict=True)])
         loss = 1 - nn.functional.cosine_similarity(g, target, dim=0) + tv_weight * total_variation(dummy)
         loss.backward()
         dummy.grad.sign_()  # signed gradients, as in Geiping et al., are robust to scale
@@ -78,7 +107,15 @@ def invert_gradients(
         schedule.step()
         with torch.no_grad():
             dummy.clamp_(*bounds)
-    return Reconstruction(dummy.detach()[0], label, float(loss.detach()))
+    images = dummy.detach()
+    if len(labels) == 1:
+        return Reconstruction(images[0], labels[0], float(loss.detach()))
+    return Reconstruction(images, labels, float(loss.detach()))
+
+
+def matched_psnr(reconstructions: torch.Tensor, originals: torch.Tensor, data_range: float = 1.0) -> list[float]:
+    """For each original image, the PSNR of its best-matching reconstruction (batch order is unknown)."""
+    return [max(psnr(r, o, data_range) for r in reconstructions) for o in originals]
 
 
 def psnr(reconstruction: torch.Tensor, original: torch.Tensor, data_range: float = 1.0) -> float:

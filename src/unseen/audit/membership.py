@@ -69,6 +69,41 @@ def balanced_inclusion(references: int, records: int, rng: np.random.Generator) 
     return out
 
 
+THREAT = {"loss": THREAT_MODEL, "lira": LIRA_THREAT_MODEL, "lira_offline": LIRA_THREAT_MODEL,
+          "rmia": RMIA_THREAT_MODEL}
+
+
+def attack_scores(model: torch.nn.Module, target: torch.Tensor, recipe: Recipe, pool_x: torch.Tensor,
+                  pool_y: torch.Tensor, *, references: int = 2, attacks: tuple[str, ...] = ("loss", "rmia", "lira"),
+                  seed: int = 0) -> dict[str, np.ndarray]:
+    """Each attack's score for every pool record against the target weights ``target``.
+
+    Reference models train with ``recipe`` on balanced random halves of the pool.
+    """
+    rng = np.random.default_rng([seed, 0xEEF])
+    n = len(pool_y)
+    target_p, target_phi = true_class_logits(model, target, pool_x, pool_y)
+    inclusion = balanced_inclusion(references, n, rng) if references else np.zeros((0, n), dtype=bool)
+    ref_p, ref_phi = [], []
+    if set(attacks) - {"loss"}:
+        for r in range(references):
+            mask = torch.from_numpy(inclusion[r]).to(pool_x.device)
+            ref_model, params = train(recipe, pool_x[mask], pool_y[mask], seed + 1000 + r)
+            p, phi = true_class_logits(ref_model, params, pool_x, pool_y)
+            ref_p.append(p)
+            ref_phi.append(phi)
+    scores: dict[str, np.ndarray] = {}
+    if "loss" in attacks:
+        scores["loss"] = loss_scores(model, target, pool_x, pool_y)
+    if "lira" in attacks:
+        scores["lira"] = lira_scores(target_phi, np.array(ref_phi), inclusion, online=True)
+    if "lira_offline" in attacks:
+        scores["lira_offline"] = lira_scores(target_phi, np.array(ref_phi), inclusion, online=False)
+    if "rmia" in attacks:
+        scores["rmia"] = rmia_scores(target_p, np.array(ref_p), target_p, np.array(ref_p))
+    return scores
+
+
 def membership_audit(recipe: Recipe, pool_x: torch.Tensor, pool_y: torch.Tensor, *, references: int = 2,
                      attacks: tuple[str, ...] = ("loss", "rmia", "lira"), seed: int = 0, delta: float = 0.0,
                      members: np.ndarray | None = None) -> dict[str, Any]:
@@ -88,28 +123,10 @@ def membership_audit(recipe: Recipe, pool_x: torch.Tensor, pool_y: torch.Tensor,
     model, target = train(recipe, pool_x[torch.from_numpy(members).to(pool_x.device)],
                           pool_y[torch.from_numpy(members).to(pool_x.device)], seed)
     timings["target_training"] = time.perf_counter() - t
-    target_p, target_phi = true_class_logits(model, target, pool_x, pool_y)
-    inclusion = balanced_inclusion(references, n, rng) if references else np.zeros((0, n), dtype=bool)
-    ref_p, ref_phi = [], []
     t = time.perf_counter()
-    for r in range(references):
-        mask = torch.from_numpy(inclusion[r]).to(pool_x.device)
-        ref_model, params = train(recipe, pool_x[mask], pool_y[mask], seed + 1000 + r)
-        p, phi = true_class_logits(ref_model, params, pool_x, pool_y)
-        ref_p.append(p)
-        ref_phi.append(phi)
+    scores = attack_scores(model, target, recipe, pool_x, pool_y, references=references, attacks=attacks,
+                           seed=seed)
     timings["reference_training"] = time.perf_counter() - t
-    scores: dict[str, np.ndarray] = {}
-    threat = {"loss": THREAT_MODEL, "lira": LIRA_THREAT_MODEL, "lira_offline": LIRA_THREAT_MODEL,
-              "rmia": RMIA_THREAT_MODEL}
-    if "loss" in attacks:
-        scores["loss"] = loss_scores(model, target, pool_x, pool_y)
-    if "lira" in attacks:
-        scores["lira"] = lira_scores(target_phi, np.array(ref_phi), inclusion, online=True)
-    if "lira_offline" in attacks:
-        scores["lira_offline"] = lira_scores(target_phi, np.array(ref_phi), inclusion, online=False)
-    if "rmia" in attacks:
-        scores["rmia"] = rmia_scores(target_p, np.array(ref_p), target_p, np.array(ref_p))
     with torch.no_grad():
         set_flat(model, target)
         model.eval()
@@ -120,9 +137,9 @@ def membership_audit(recipe: Recipe, pool_x: torch.Tensor, pool_y: torch.Tensor,
                            "target_accuracy": accuracy, "seconds": timings}
     for name, s in scores.items():
         res = audit_scores(s[members], s[~members], delta=delta)
-        out[name] = {**res.to_dict(), "threat_model": threat[name],
+        out[name] = {**res.to_dict(), "threat_model": THREAT[name], "references": references if name != "loss" else 0,
                      "roc": {"fpr": res.fpr.tolist(), "tpr": res.tpr.tolist()}}
     return out
 
 
-__all__ = ["ATTACKS", "Recipe", "balanced_inclusion", "membership_audit", "train"]
+__all__ = ["ATTACKS", "THREAT", "Recipe", "attack_scores", "balanced_inclusion", "membership_audit", "train"]

@@ -36,6 +36,13 @@ def results_table(results: dict[str, Any]) -> Table:
     table.add_row("privacy", privacy_summary(results["privacy"]))
     if results["privacy"].get("halted"):
         table.add_row("privacy budget", f"[yellow]{results['privacy']['halted']}[/]")
+    canary = results.get("audit", {}).get("canary")
+    if canary:
+        line = (f"eps-hat {canary['epsilon_lower_bound']:.3g} ({canary['confidence']:.0%} lower bound) from "
+                f"{canary['canaries']} canaries, {canary['correct']}/{canary['guesses']} guesses right")
+        if canary["violation"]:
+            line = f"[bold red]{line}: ABOVE the formal epsilon {canary['formal_epsilon']:.3g}; the DP claim is wrong[/]"
+        table.add_row("canary audit", line)
     secure = results.get("secure_aggregation")
     if secure:
         table.add_row("secure aggregation", f"{secure['backend']}: the server saw only each round's sum "
@@ -70,6 +77,21 @@ def clients_table(results: dict[str, Any]) -> Table:
     for c in results["final"]["per_client"]:
         table.add_row(str(c["client"]), c.get("silo", "-"), str(c["samples"]), _pct(c["local_accuracy"]),
                       _pct(c.get("test_accuracy")))
+    return table
+
+
+def audit_table(audit: dict[str, Any]) -> Table:
+    """Membership attacks on one model: AUC, TPR at low FPR, and the empirical epsilon."""
+    table = Table(title="membership inference audit", title_justify="left")
+    for col in ("attack", "references", "members / non-members", "AUC", "TPR at 1% FPR", "TPR at 0.1% FPR",
+                "eps-hat (95% lower bound)"):
+        table.add_column(col, justify="left" if col == "attack" else "right")
+    for name, a in audit.items():
+        if "roc" not in a and "auc" not in a:
+            continue
+        table.add_row(name, str(a.get("references", 0)), f"{a['n_members']} / {a['n_nonmembers']}", f"{a['auc']:.3f}",
+                      f"{a['tpr_at_fpr']['0.01']['tpr']:.3f}", f"{a['tpr_at_fpr']['0.001']['tpr']:.3f}",
+                      f"{a['epsilon_lower_bound']:.3f}")
     return table
 
 

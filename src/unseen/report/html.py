@@ -25,6 +25,7 @@ def render_report(results: dict[str, Any], spec_toml: str) -> str:
     """The report page for one run's results."""
     formal = [g for g in results["privacy"]["guarantees"] if g["mechanism"] != "none"]
     rounds = results["rounds"]
+    membership = {k: v for k, v in (results.get("audit") or {}).items() if "roc" in v}
     return _ENV.get_template("report.html.j2").render(
         r=results,
         formal=bool(formal),
@@ -37,11 +38,14 @@ def render_report(results: dict[str, Any], spec_toml: str) -> str:
         ledger=plots.privacy_ledger(rounds, results["privacy"].get("budget_epsilon"))
         if any("epsilon" in m for m in rounds) else "",
         costs=plots.costs(rounds) if rounds else "",
-        audit=results.get("audit") or {},
-        strongest=max((results.get("audit") or {}).items(), key=lambda kv: kv[1]["epsilon_lower_bound"], default=None),
-        roc=plots.roc({k: (v["roc"]["fpr"], v["roc"]["tpr"]) for k, v in results["audit"].items()},
+        audit=membership,
+        canary=(results.get("audit") or {}).get("canary"),
+        secure=results.get("secure_aggregation"),
+        failed_rounds=results.get("failed_rounds") or [],
+        strongest=max(membership.items(), key=lambda kv: kv[1]["epsilon_lower_bound"], default=None),
+        roc=plots.roc({k: (v["roc"]["fpr"], v["roc"]["tpr"]) for k, v in membership.items()},
                       max((g["epsilon"] for g in formal), default=None),
-                      formal[0]["delta"] if formal else 0.0) if results.get("audit") else "",
+                      formal[0]["delta"] if formal else 0.0) if membership else "",
         spec_toml=spec_toml,
     )
 

@@ -70,6 +70,8 @@ class SimulationPlan:
     budget: tuple[float, float] | None = None  # (epsilon, delta): halt before a round would exceed it
     secure: SecureAggregation | None = None  # the server sees only the sum of the round's updates
     dropout: float = 0.0  # fraction of each round's clients that vanish after training (simulated stragglers)
+    # One-run audit: canary inputs, their wrong labels, which were planted, and the initial weights.
+    canaries: tuple[torch.Tensor, torch.Tensor, np.ndarray, torch.Tensor] | None = None
 
 
 @dataclass
