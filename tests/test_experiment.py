@@ -27,7 +27,7 @@ MALFORMED = [
     ({"data": {"partition": {"method": "natural"}}}, ["data.partition.method", "'natural' needs silos"]),
     ({"federated": {"clients": 4, "aggregation": "krum", "byzantine": 1}}, ["federated.aggregation", "2 * byzantine + 2"]),
     ({"data": {"name": "file", "path": "x.csv"}}, ["data", "target"]),
-    ({"audit": {"attacks": ["lira"]}}, ["audit.attacks"]),
+    ({"audit": {"attacks": ["shadow_models"]}}, ["audit.attacks"]),
 ]
 
 

@@ -190,7 +190,9 @@ class PrivacySpec(_Section):
 class AuditSpec(_Section):
     """Attacks run on the finished model; results land in results.json and the report."""
 
-    attacks: list[Literal["loss"]] = Field(default_factory=list, description="membership inference attacks to run")
+    attacks: list[Literal["loss", "rmia", "lira", "lira_offline"]] = Field(
+        default_factory=list, description="membership inference attacks on the final model")
+    references: int = Field(2, ge=1, le=64, description="reference models for rmia and lira")
     max_records: int = Field(2000, ge=10, description="members and non-members scored per attack")
     canaries: int = Field(0, ge=0, description="mislabelled canaries planted, each with probability 1/2, for a "
                           "one-run audit of the privacy guarantee (Steinke et al. 2023)")
@@ -687,7 +689,8 @@ def _canary_audit(spec: ExperimentSpec, plan: SimulationPlan, state: SimulationS
     return audit.to_dict()
 
 
-def _audit(spec: ExperimentSpec, plan: SimulationPlan, state: SimulationState, dataset: Dataset) -> dict[str, Any]:
+def _audit(spec: ExperimentSpec, plan: SimulationPlan, state: SimulationState, dataset: Dataset,
+           parts: list[np.ndarray]) -> dict[str, Any]:
     """Run the spec's attacks against the final model: training records are members, test records not."""
     out = {"canary": _canary_audit(spec, plan, state)} if plan.canaries is not None else {}
     if not spec.audit.attacks:
@@ -710,8 +713,14 @@ def _audit(spec: ExperimentSpec, plan: SimulationPlan, state: SimulationState, d
     # The members the attack is surest about: the records this model exposes most.
     top = np.argsort(-scores_in)[:10]
     vulnerable = [{"train_index": int(members[i]), "label": int(y_in[i]), "loss": float(-scores_in[i])} for i in top]
-    return {**out, "loss": {**result.to_dict(), "threat_model": THREAT_MODEL, "most_vulnerable": vulnerable,
-                            "roc": {"fpr": result.fpr.tolist(), "tpr": result.tpr.tolist()}}}
+    if "loss" in spec.audit.attacks:
+        out["loss"] = {**result.to_dict(), "threat_model": THREAT_MODEL, "most_vulnerable": vulnerable,
+                       "roc": {"fpr": result.fpr.tolist(), "tpr": result.tpr.tolist()}}
+    with_references = [a for a in spec.audit.attacks if a != "loss"]
+    if with_references:
+        out.update(_reference_attacks(spec, plan, parts, dataset, state.params, with_references, spec.audit.references,
+                                      min(spec.audit.max_records, 1000), spec.seed, delta))
+    return out
 
 
 def _versions() -> dict[str, str]:
@@ -761,7 +770,7 @@ def _results(spec: ExperimentSpec, dataset: Dataset, plan: SimulationPlan, parts
         final_loss, final_acc = history[-1]["test_loss"], history[-1]["test_accuracy"]
     else:  # halted by the privacy budget between evaluations, or before the first round
         final_loss, final_acc = evaluate(plan.model, state.params, *plan.test, plan.eval_batch_size)
-    audit = _audit(spec, plan, state, dataset)
+    audit = _audit(spec, plan, state, dataset, parts)
     return {
         "audit": audit,
         "name": spec.name,
@@ -899,6 +908,35 @@ def resume(run_dir: str | Path, *, hooks: Hooks | None = None) -> RunResult:
     return _execute(spec, run_dir, hooks or Hooks(), checkpoint)
 
 
+def _reference_attacks(spec: ExperimentSpec, plan: SimulationPlan, parts: list[np.ndarray], dataset: Dataset,
+                       params: torch.Tensor, attacks: Iterable[str], references: int, records: int, seed: int,
+                       delta: float) -> dict[str, Any]:
+    """Membership attacks with reference models against ``params``: trained records vs test records."""
+    from unseen.audit import audit_scores
+    from unseen.audit.membership import THREAT, Recipe, attack_scores
+
+    rng = np.random.default_rng([seed, 0xA0])
+    trained = np.concatenate(parts)
+    n = min(records, len(trained), len(dataset.test))
+    members = rng.choice(trained, n, replace=False)
+    outsiders = rng.choice(len(dataset.test), n, replace=False)
+    device = plan.test[0].device
+    pool_x = torch.from_numpy(np.concatenate([dataset.train.x[members], dataset.test.x[outsiders]])).to(device)
+    pool_y = torch.from_numpy(np.concatenate([dataset.train.y[members], dataset.test.y[outsiders]])).to(device)
+    passes = spec.train.epochs if spec.mode == "central" else spec.train.epochs * spec.federated.rounds * spec.federated.fraction
+    recipe = Recipe(spec.model.name, dataset.input_shape, dataset.n_classes,
+                    dataclasses.replace(plan.local, epochs=max(1, min(50, round(passes))), prox_mu=0.0),
+                    tuple(spec.model.hidden))
+    scores = attack_scores(plan.model, params.to(device), recipe, pool_x, pool_y, references=references,
+                           attacks=tuple(attacks), seed=seed)
+    out = {}
+    for name, sc in scores.items():
+        res = audit_scores(sc[:n], sc[n:], delta=delta)
+        out[name] = {**res.to_dict(), "threat_model": THREAT[name], "references": references if name != "loss" else 0,
+                     "roc": {"fpr": res.fpr.tolist(), "tpr": res.tpr.tolist()}}
+    return out
+
+
 def audit_run(run_dir: str | Path, *, attacks: tuple[str, ...] = ("loss", "rmia", "lira"), references: int = 2,
               records: int = 1000, seed: int = 0) -> dict[str, Any]:
     """Attack a finished run's final model; add the results to its results.json and report.
@@ -908,9 +946,6 @@ def audit_run(run_dir: str | Path, *, attacks: tuple[str, ...] = ("loss", "rmia"
     made (rounds x local epochs x client fraction, at most 50): the attacker knows the recipe, not
     the federation. References are not trained with DP, even for a DP run (an attacker's choice).
     """
-    from unseen.audit import audit_scores
-    from unseen.audit.membership import THREAT, Recipe, attack_scores
-
     run_dir = Path(run_dir)
     results_path = run_dir / "results.json"
     if not results_path.is_file() or not (run_dir / "model.pt").is_file():
@@ -922,26 +957,10 @@ def audit_run(run_dir: str | Path, *, attacks: tuple[str, ...] = ("loss", "rmia"
     dataset = load_dataset(spec)
     plan, parts = build_plan(spec, dataset, device)
     params = torch.load(run_dir / "model.pt", map_location=device)
-    rng = np.random.default_rng([seed, 0xA0])
-    trained = np.concatenate(parts)
-    n = min(records, len(trained), len(dataset.test))
-    members = rng.choice(trained, n, replace=False)
-    outsiders = rng.choice(len(dataset.test), n, replace=False)
-    pool_x = torch.from_numpy(np.concatenate([dataset.train.x[members], dataset.test.x[outsiders]]))
-    pool_y = torch.from_numpy(np.concatenate([dataset.train.y[members], dataset.test.y[outsiders]]))
-    passes = spec.train.epochs if spec.mode == "central" else spec.train.epochs * spec.federated.rounds * spec.federated.fraction
-    recipe = Recipe(spec.model.name, dataset.input_shape, dataset.n_classes,
-                    dataclasses.replace(plan.local, epochs=max(1, min(50, round(passes))), prox_mu=0.0),
-                    tuple(spec.model.hidden))
-    scores = attack_scores(plan.model, params, recipe, pool_x, pool_y, references=references, attacks=attacks,
-                           seed=seed)
     formal = [g for g in results["privacy"]["guarantees"] if g["mechanism"] != "none"]
     delta = max((g["delta"] for g in formal), default=0.0)
     audit = dict(results.get("audit") or {})
-    for name, sc in scores.items():
-        res = audit_scores(sc[:n], sc[n:], delta=delta)
-        audit[name] = {**res.to_dict(), "threat_model": THREAT[name], "references": references if name != "loss" else 0,
-                       "roc": {"fpr": res.fpr.tolist(), "tpr": res.tpr.tolist()}}
+    audit.update(_reference_attacks(spec, plan, parts, dataset, params, attacks, references, records, seed, delta))
     results["audit"] = audit
     results_path.write_text(json.dumps(results, indent=2, default=float))
     write_report(run_dir)

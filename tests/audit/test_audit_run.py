@@ -35,3 +35,12 @@ def test_unseen_audit_refuses_unknown_attacks_and_unfinished_runs(tmp_path):
     proc = unseen("audit", str(tmp_path), check=False)
     text = " ".join((proc.stdout + proc.stderr).replace("│", " ").split())  # the error panel wraps lines
     assert proc.returncode == 2 and "not a finished run folder" in text
+
+
+def test_reference_attacks_from_the_spec_run_after_training(tmp_path):
+    spec = parse_spec({"data": {"name": "digits"}, "model": {"name": "mlp", "hidden": [64]},
+                       "train": {"lr": 0.1, "epochs": 3}, "federated": {"clients": 2, "rounds": 4},
+                       "audit": {"attacks": ["rmia", "lira_offline"], "references": 2, "max_records": 200}})
+    audit = run(spec, output_dir=tmp_path).results["audit"]
+    assert set(audit) == {"rmia", "lira_offline"}
+    assert audit["rmia"]["n_members"] == 200 and audit["rmia"]["references"] == 2

@@ -5,8 +5,10 @@ loss on the client's batch at the current global model) and knows the model. It 
 analytically (iDLG, Zhao et al. 2020: the true class is the only one whose last-layer bias gradient
 is negative for a single image) and the image by optimisation (Inverting Gradients, Geiping et al.
 2020: maximise the cosine similarity between the dummy image's gradient and the observed one, with
-a total-variation prior). Under secure aggregation the server sees only the sum of many clients'
-updates, and the same attack recovers nothing recognisable.
+a total-variation prior). Multi-step FedAvg updates are attacked by unrolling the same local steps
+on the dummy batch. Under secure aggregation the server sees only the sum of the clients' updates:
+a sum of single-image updates is one batch gradient and still gives its images away; sums of
+many-record updates do not (docs/audit.md has the figures).
 """
 
 from __future__ import annotations
@@ -70,16 +72,17 @@ def _unrolled(model: nn.Module, names: list[str], params: tuple[torch.Tensor, ..
 
 def invert_gradients(
     model: nn.Module, gradients: list[torch.Tensor], shape: tuple[int, ...], *, label: int | None = None,
-    labels: list[int] | None = None, local_steps: int = 1, local_lr: float = 0.1,
+    labels: list[int] | None = None, local_steps: int | None = None, local_lr: float = 0.1,
     steps: int = 1000, lr: float = 0.1, tv_weight: float = 1e-4, bounds: tuple[float, float] = (-0.43, 2.83),
     seed: int = 0,
 ) -> Reconstruction:
     """Find images whose update matches the observed one (1 - cosine similarity + TV prior).
 
     One image by default (label from iDLG if not given). ``labels`` reconstructs a batch of that many
-    images (the attacker is given the labels, the usual assumption for batches). With
-    ``local_steps > 1`` the observed update is a multi-step FedAvg update (weights after minus before)
-    and the attack unrolls as many SGD steps of rate ``local_lr`` on the dummy batch (Geiping et al.).
+    images (the attacker is given the labels, the usual assumption for batches). With ``local_steps``
+    set, the observed update is a FedAvg update (weights after minus before, as from
+    :func:`local_update_delta`) and the attack unrolls as many SGD steps of rate ``local_lr`` on the
+    dummy batch (Geiping et al.); otherwise it is a FedSGD gradient.
     """
     if labels is None:
         labels = [recover_label(gradients) if label is None else label]
@@ -95,7 +98,7 @@ def invert_gradients(
     loss = torch.tensor(0.0)
     for _ in range(steps):
         optimizer.zero_grad()
-        if local_steps == 1:
+        if local_steps is None:
             g = torch.cat([t.reshape(-1) for t in grad_fn(params, dummy, y)])
         else:
             after = _unrolled(model, names, params, dummy, y, local_steps, local_lr)

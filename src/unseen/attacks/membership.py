@@ -92,7 +92,7 @@ def lira_scores(target_phi: np.ndarray, ref_phi: np.ndarray, ref_in: np.ndarray,
 
 
 def rmia_scores(target_p: np.ndarray, ref_p: np.ndarray, target_pz: np.ndarray, ref_pz: np.ndarray, *,
-                gamma: float = 2.0, offline_a: float | None = None) -> np.ndarray:
+                gamma: float = 1.0, offline_a: float | None = None) -> np.ndarray:
     """RMIA (Zarifzadeh et al. 2024): how often the record's likelihood ratio beats population records'.
 
     ``target_p`` / ``ref_p`` (references x records) are the target's and the references' probabilities
