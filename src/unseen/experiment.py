@@ -37,6 +37,7 @@ from unseen.data import DATASETS, Dataset, load, partition
 from unseen.data.datasets import FILE_DATASET
 from unseen.errors import CheckpointError, SpecError, UnseenError
 from unseen.federated import LocalTraining, ServerOptimizer, evaluate, get_flat
+from unseen.federated.params import set_flat
 from unseen.federated.server import DEFAULT_LR
 from unseen.models import init_model
 from unseen.privacy import PrivacyGuarantee, calibrate_noise
@@ -190,8 +191,12 @@ class PrivacySpec(_Section):
 class AuditSpec(_Section):
     """Attacks run on the finished model; results land in results.json and the report."""
 
-    attacks: list[Literal["loss", "rmia", "lira", "lira_offline"]] = Field(
-        default_factory=list, description="membership inference attacks on the final model")
+    attacks: list[Literal["loss", "rmia", "lira", "lira_offline", "gradient_inversion"]] = Field(
+        default_factory=list, description="membership inference attacks on the final model; gradient inversion "
+        "of round 1's client updates")
+    inversion_clients: int = Field(1, ge=1, description="gradient_inversion: round-1 clients whose update is attacked")
+    inversion_images: int = Field(4, ge=1, le=64, description="gradient_inversion: images reconstructed per update")
+    inversion_steps: int = Field(500, ge=10, description="gradient_inversion: attack optimisation steps")
     references: int = Field(2, ge=1, le=64, description="reference models for rmia and lira")
     max_records: int = Field(2000, ge=10, description="members and non-members scored per attack")
     canaries: int = Field(0, ge=0, description="mislabelled canaries planted, each with probability 1/2, for a "
@@ -689,6 +694,70 @@ def _canary_audit(spec: ExperimentSpec, plan: SimulationPlan, state: SimulationS
     return audit.to_dict()
 
 
+def _inversion_audit(spec: ExperimentSpec, plan: SimulationPlan, dataset: Dataset) -> dict[str, Any]:
+    """What a curious server reconstructs from round 1: each attacked client's update, or the secure sum.
+
+    Round 1 starts from the seeded initial model, so its updates are recomputed exactly after the run
+    (same client streams) instead of being kept during it. The attacker is strong: it knows the local
+    recipe, unrolls the client's local steps when they are few, and is given the labels of the first
+    ``inversion_images`` records; each of the client's records is matched with its best reconstruction.
+    """
+    from unseen.attacks.gradient_inversion import THREAT_MODEL as INVERSION_THREAT
+    from unseen.attacks.gradient_inversion import invert_gradients, matched_psnr
+    from unseen.runtime.simulation import client_generator, client_update, sample_clients
+
+    if len(dataset.input_shape) != 3:
+        return {"skipped": "gradient inversion is measured on images (PSNR); this dataset is tabular"}
+    audit = spec.audit
+    initial = get_flat(init_model(spec.model.name, dataset.input_shape, dataset.n_classes, seed=spec.seed,
+                                  hidden=tuple(spec.model.hidden))).to(plan.test[0].device)
+    selected = sample_clients(len(plan.clients), plan.clients_per_round, plan.seed, 1)
+    updates = {c: client_update(plan, initial, c, client_generator(plan.seed, 1, c)) for c in selected}
+    mean, std = _pixel_scale(dataset)
+
+    def pixels(z: torch.Tensor) -> torch.Tensor:
+        return (z * std + mean).clamp(0, 1)
+
+    def attack(delta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, steps_taken: int) -> dict[str, Any]:
+        set_flat(plan.model, initial)
+        k = min(audit.inversion_images, len(y))
+        parts, offset = [], 0
+        for p in plan.model.parameters():
+            parts.append(delta[offset:offset + p.numel()].reshape(p.shape).to(p.device))
+            offset += p.numel()
+        unroll = steps_taken if steps_taken <= 4 and len(y) <= audit.inversion_images else None
+        rec = invert_gradients(plan.model, parts if unroll else [-g for g in parts], tuple(dataset.input_shape),
+                               labels=y[:k].tolist(), local_steps=unroll, local_lr=plan.local.lr,
+                               steps=audit.inversion_steps, seed=spec.seed)
+        images = rec.image if k > 1 else rec.image[None]
+        best = matched_psnr(pixels(images), pixels(x))  # for each of the client's records
+        return {"records": int(len(y)), "reconstructed": k, "psnr_best": float(max(best)),
+                "psnr_median_over_records": float(np.median(best)), "unrolled_local_steps": unroll}
+
+    out: dict[str, Any] = {"round": 1, "threat_model": INVERSION_THREAT, "observed": [],
+                           "blank_image_psnr": None}
+    if plan.secure is None:
+        for c in selected[: audit.inversion_clients]:
+            x, y = plan.clients[c]
+            out["observed"].append({"what": f"client {c}'s update", **attack(updates[c].delta, x, y, updates[c].steps)})
+    else:  # the server sees only the (weighted) sum of the round's updates
+        total = sum(updates[c].delta * updates[c].num_samples for c in selected)
+        x = torch.cat([plan.clients[c][0] for c in selected])
+        y = torch.cat([plan.clients[c][1] for c in selected])
+        out["observed"].append({"what": f"the secure sum of {len(selected)} clients' updates",
+                                **attack(total, x, y, 10**9)})
+    x0 = plan.clients[selected[0]][0]
+    blank = torch.full_like(x0[:1], float(x0.min()))
+    out["blank_image_psnr"] = float(np.median(matched_psnr(pixels(blank), pixels(x0[:50]))))  # the floor
+    return out
+
+
+def _pixel_scale(dataset: Dataset) -> tuple[float, float]:
+    """The standardisation of an image dataset (mean, std), to measure PSNR on [0, 1] pixels."""
+    return {"mnist": (0.1307, 0.3081), "femnist": (0.1307, 0.3081), "fashion_mnist": (0.2860, 0.3530)}.get(
+        dataset.name, (0.0, 1.0))
+
+
 def _audit(spec: ExperimentSpec, plan: SimulationPlan, state: SimulationState, dataset: Dataset,
            parts: list[np.ndarray]) -> dict[str, Any]:
     """Run the spec's attacks against the final model: training records are members, test records not."""
@@ -716,7 +785,9 @@ def _audit(spec: ExperimentSpec, plan: SimulationPlan, state: SimulationState, d
     if "loss" in spec.audit.attacks:
         out["loss"] = {**result.to_dict(), "threat_model": THREAT_MODEL, "most_vulnerable": vulnerable,
                        "roc": {"fpr": result.fpr.tolist(), "tpr": result.tpr.tolist()}}
-    with_references = [a for a in spec.audit.attacks if a != "loss"]
+    if "gradient_inversion" in spec.audit.attacks:
+        out["gradient_inversion"] = _inversion_audit(spec, plan, dataset)
+    with_references = [a for a in spec.audit.attacks if a not in ("loss", "gradient_inversion")]
     if with_references:
         out.update(_reference_attacks(spec, plan, parts, dataset, state.params, with_references, spec.audit.references,
                                       min(spec.audit.max_records, 1000), spec.seed, delta))

@@ -23,7 +23,7 @@ from torch import nn
 from unseen.crypto.secagg import SecAggAbort
 from unseen.federated.adversary import corrupt
 from unseen.federated.aggregate import aggregate
-from unseen.federated.client import LocalTraining, evaluate, local_update
+from unseen.federated.client import ClientResult, LocalTraining, evaluate, local_update
 from unseen.federated.server import ServerOptimizer, init_state, server_step
 from unseen.federated.validate import Rejection, check_update, screen_updates
 from unseen.privacy.accounting import GaussianLedger
@@ -158,6 +158,19 @@ def _timed(stages: dict[str, float], name: str) -> Iterator[None]:
         stages[name] += time.perf_counter() - start
 
 
+def _dp_rate(plan: SimulationPlan, c: int) -> float:
+    return plan.client_dp_rates[c] if plan.client_dp_rates else plan.dp_sgd.sampling_rate  # type: ignore[union-attr]
+
+
+def client_update(plan: SimulationPlan, params: torch.Tensor, c: int, gen: torch.Generator) -> ClientResult:
+    """Client ``c``'s local training from ``params`` (DP-SGD inside it when the plan says so)."""
+    x, y = plan.clients[c]
+    if plan.dp_sgd is not None:
+        dp = dataclasses.replace(plan.dp_sgd, sampling_rate=_dp_rate(plan, c))
+        return dp_sgd_update(plan.model, params, x, y, plan.local, dp, gen)
+    return local_update(plan.model, params, x, y, plan.local, gen)
+
+
 RoundCallback = Callable[[SimulationState, dict[str, Any]], None]
 ClientCallback = Callable[[int, int], None]
 
@@ -186,16 +199,11 @@ def run_round(
     for done, c in enumerate(selected):
         with _timed(stages, "serialize"):
             params = wire.decode(broadcast) if plan.serialize else state.params
-        x, y = plan.clients[c]
         train_start = time.perf_counter()
         gen = client_generator(plan.seed, r, c)
+        result = client_update(plan, params, c, gen)
         if plan.dp_sgd is not None:
-            rate = plan.client_dp_rates[c] if plan.client_dp_rates else plan.dp_sgd.sampling_rate
-            dp = dataclasses.replace(plan.dp_sgd, sampling_rate=rate)
-            result = dp_sgd_update(plan.model, params, x, y, plan.local, dp, gen)
-            ledgers[str(c)].record(dp.noise_multiplier, rate, result.steps)
-        else:
-            result = local_update(plan.model, params, x, y, plan.local, gen)
+            ledgers[str(c)].record(plan.dp_sgd.noise_multiplier, _dp_rate(plan, c), result.steps)
         stages["client_training"] += time.perf_counter() - train_start
         update = result.delta
         if plan.adversary is not None and c < plan.adversary.count:
