@@ -191,7 +191,7 @@ class PrivacySpec(_Section):
 class AuditSpec(_Section):
     """Attacks run on the finished model; results land in results.json and the report."""
 
-    attacks: list[Literal["loss", "rmia", "lira", "lira_offline", "gradient_inversion"]] = Field(
+    attacks: list[Literal["loss", "margin", "rmia", "lira", "lira_offline", "gradient_inversion"]] = Field(
         default_factory=list, description="membership inference attacks on the final model; gradient inversion "
         "of round 1's client updates")
     inversion_clients: int = Field(1, ge=1, description="gradient_inversion: round-1 clients whose update is attacked")
@@ -703,7 +703,7 @@ def _inversion_audit(spec: ExperimentSpec, plan: SimulationPlan, dataset: Datase
     ``inversion_images`` records; each of the client's records is matched with its best reconstruction.
     """
     from unseen.attacks.gradient_inversion import THREAT_MODEL as INVERSION_THREAT
-    from unseen.attacks.gradient_inversion import invert_gradients, matched_psnr
+    from unseen.attacks.gradient_inversion import invert_gradients, matched_psnr, psnr, ssim
     from unseen.runtime.simulation import client_generator, client_update, sample_clients
 
     if len(dataset.input_shape) != 3:
@@ -729,9 +729,13 @@ def _inversion_audit(spec: ExperimentSpec, plan: SimulationPlan, dataset: Datase
         rec = invert_gradients(plan.model, parts if unroll else [-g for g in parts], tuple(dataset.input_shape),
                                labels=y[:k].tolist(), local_steps=unroll, local_lr=plan.local.lr,
                                steps=audit.inversion_steps, seed=spec.seed)
-        images = rec.image if k > 1 else rec.image[None]
-        best = matched_psnr(pixels(images), pixels(x))  # for each of the client's records
+        images = pixels(rec.image if k > 1 else rec.image[None])
+        originals = pixels(x)
+        best = matched_psnr(images, originals)  # for each of the client's records
+        top = int(np.argmax(best))
+        closest = max(range(len(images)), key=lambda i: psnr(images[i], originals[top]))
         return {"records": int(len(y)), "reconstructed": k, "psnr_best": float(max(best)),
+                "ssim_best": ssim(images[closest], originals[top]),
                 "psnr_median_over_records": float(np.median(best)), "unrolled_local_steps": unroll}
 
     out: dict[str, Any] = {"round": 1, "threat_model": INVERSION_THREAT, "observed": [],
@@ -1003,7 +1007,8 @@ def _reference_attacks(spec: ExperimentSpec, plan: SimulationPlan, parts: list[n
     out = {}
     for name, sc in scores.items():
         res = audit_scores(sc[:n], sc[n:], delta=delta)
-        out[name] = {**res.to_dict(), "threat_model": THREAT[name], "references": references if name != "loss" else 0,
+        out[name] = {**res.to_dict(), "threat_model": THREAT[name],
+                     "references": references if name not in ("loss", "margin") else 0,
                      "roc": {"fpr": res.fpr.tolist(), "tpr": res.tpr.tolist()}}
     return out
 

@@ -64,3 +64,15 @@ def test_batches_and_multi_step_updates_still_leak_and_big_secure_sums_do_not():
                                             for i in range(10)], strict=True)]
     big = invert_gradients(model, summed, (1, 28, 28), labels=y.tolist(), steps=500)
     assert statistics.median(matched_psnr(_pixels(big.image), _pixels(x))) < 18  # measured: 14.5 dB
+
+
+def test_ssim_is_one_for_identical_images_and_falls_with_noise(mnist_test):
+    from unseen.attacks.gradient_inversion import ssim
+
+    x = _pixels(mnist_test[0][0])
+    gen = torch.Generator().manual_seed(0)
+    noisy = [(x + s * torch.randn(x.shape, generator=gen)).clamp(0, 1) for s in (0.05, 0.2, 0.5)]
+    values = [ssim(x, n) for n in noisy]
+    assert ssim(x, x) == pytest.approx(1.0)
+    assert values == sorted(values, reverse=True) and values[0] < 1.0 and values[-1] < 0.3
+    assert ssim(x, noisy[1]) == pytest.approx(ssim(noisy[1], x))

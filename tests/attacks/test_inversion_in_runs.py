@@ -24,7 +24,7 @@ def test_a_one_image_client_is_reconstructed_from_its_round_one_update():
     out = _inversion_audit(spec, plan, dataset)
     (seen,) = out["observed"]
     assert seen["unrolled_local_steps"] == 1 and seen["records"] == 1
-    assert seen["psnr_best"] >= 25 > out["blank_image_psnr"]
+    assert seen["psnr_best"] >= 25 > out["blank_image_psnr"] and seen["ssim_best"] > 0.9
 
 
 def test_a_real_run_reports_inversion_of_big_updates_as_unrecognisable(tmp_path):
@@ -34,7 +34,7 @@ def test_a_real_run_reports_inversion_of_big_updates_as_unrecognisable(tmp_path)
     out = run(parse_spec(raw), output_dir=tmp_path).results["audit"]["gradient_inversion"]
     (seen,) = out["observed"]
     assert seen["records"] == 6000 and seen["unrolled_local_steps"] is None
-    assert seen["psnr_best"] < 20  # nothing recognisable from an update over 6,000 images
+    assert seen["psnr_best"] < 20 and seen["ssim_best"] < 0.5  # nothing recognisable from 6,000 images
     raw["privacy"] = {"secure_aggregation": "secagg+"}
     secure = run(parse_spec(raw), output_dir=tmp_path / "s").results["audit"]["gradient_inversion"]
     assert secure["observed"][0]["what"].startswith("the secure sum of 10")

@@ -53,8 +53,20 @@ def test_reference_attacks_beat_chance_on_an_overfit_digits_mlp():
     y = torch.from_numpy(ds.train.y[:600])
     recipe = Recipe("mlp", ds.input_shape, ds.n_classes, LocalTraining(epochs=60, batch_size=16, lr=0.1),
                     hidden=(128,))
-    out = membership_audit(recipe, x, y, references=4, attacks=("loss", "rmia", "lira", "lira_offline"), seed=1)
+    out = membership_audit(recipe, x, y, references=4, attacks=("loss", "margin", "rmia", "lira", "lira_offline"),
+                           seed=1)
     assert out["target_accuracy"]["members"] == 1.0
-    for name in ("loss", "rmia", "lira", "lira_offline"):
+    for name in ("loss", "margin", "rmia", "lira", "lira_offline"):
         assert out[name]["auc"] > 0.55, name
     assert out["rmia"]["auc"] > out["loss"]["auc"] - 0.02
+
+
+def test_margin_is_the_true_logit_minus_the_best_other():
+    from unseen.attacks.membership import margin_scores
+
+    model = init_model("logreg", (2,), 3, seed=0)
+    params = get_flat(model) * 0
+    params[:6] = torch.tensor([1.0, 0, 0, 1, -1, -1])  # logits = (x0, x1, -x0 - x1)
+    x = torch.tensor([[2.0, 1.0], [0.0, 3.0]])
+    s = margin_scores(model, params, x, torch.tensor([0, 0]))
+    assert s.tolist() == [1.0, -3.0]

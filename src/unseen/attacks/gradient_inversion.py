@@ -125,3 +125,20 @@ def psnr(reconstruction: torch.Tensor, original: torch.Tensor, data_range: float
     """Peak signal-to-noise ratio in dB (images in the same scale, range ``data_range``)."""
     mse = float(((reconstruction - original) ** 2).mean())
     return math.inf if mse == 0 else 10 * math.log10(data_range**2 / mse)
+
+
+def ssim(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0, window: int = 7, sigma: float = 1.5) -> float:
+    """Structural similarity (Wang et al. 2004) of two images (C, H, W), Gaussian window, mean over the map."""
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    coords = torch.arange(window, dtype=torch.float64) - (window - 1) / 2
+    g = torch.exp(-(coords**2) / (2 * sigma**2))
+    kernel = (g[:, None] * g[None, :] / g.sum() ** 2).expand(a.shape[0], 1, window, window)
+    x, y = a.double()[None], b.double()[None]
+
+    def blur(t: torch.Tensor) -> torch.Tensor:
+        return nn.functional.conv2d(t, kernel, groups=a.shape[0])
+
+    mx, my = blur(x), blur(y)
+    vx, vy, cov = blur(x * x) - mx**2, blur(y * y) - my**2, blur(x * y) - mx * my
+    s = ((2 * mx * my + c1) * (2 * cov + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
+    return float(s.mean())

@@ -33,6 +33,26 @@ def loss_scores(model: nn.Module, params: torch.Tensor, x: torch.Tensor, y: torc
     return np.concatenate(out) if out else np.zeros(0)
 
 
+MARGIN_THREAT_MODEL = ("The attacker has the final model and candidate records with labels, and guesses membership "
+                       "from the logit margin of the true class over the best other class.")
+
+
+@torch.no_grad()
+def margin_scores(model: nn.Module, params: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
+                  batch_size: int = 2048) -> np.ndarray:
+    """Logit margin ``z_y - max_{j != y} z_j`` per record (higher = more likely a member), in float64."""
+    set_flat(model, params)
+    model.eval()
+    out = []
+    for start in range(0, len(y), batch_size):
+        logits = model(x[start : start + batch_size]).double()
+        yb = y[start : start + batch_size]
+        others = logits.clone()
+        others.scatter_(1, yb[:, None], -torch.inf)
+        out.append((logits.gather(1, yb[:, None])[:, 0] - others.max(1).values).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros(0)
+
+
 # ---------------------------------------------------------------- attacks with reference models
 LIRA_THREAT_MODEL = (
     "The attacker has the final model, candidate records with labels, and data from the same distribution to "

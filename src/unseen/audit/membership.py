@@ -19,10 +19,12 @@ import torch
 
 from unseen.attacks.membership import (
     LIRA_THREAT_MODEL,
+    MARGIN_THREAT_MODEL,
     RMIA_THREAT_MODEL,
     THREAT_MODEL,
     lira_scores,
     loss_scores,
+    margin_scores,
     rmia_scores,
     true_class_logits,
 )
@@ -32,7 +34,7 @@ from unseen.federated.params import get_flat, set_flat
 from unseen.models import init_model
 from unseen.privacy.dpsgd import DPSGD, dp_sgd_update
 
-ATTACKS = ("loss", "lira", "lira_offline", "rmia")
+ATTACKS = ("loss", "margin", "lira", "lira_offline", "rmia")
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,7 @@ def balanced_inclusion(references: int, records: int, rng: np.random.Generator) 
     return out
 
 
-THREAT = {"loss": THREAT_MODEL, "lira": LIRA_THREAT_MODEL, "lira_offline": LIRA_THREAT_MODEL,
+THREAT = {"loss": THREAT_MODEL, "margin": MARGIN_THREAT_MODEL, "lira": LIRA_THREAT_MODEL, "lira_offline": LIRA_THREAT_MODEL,
           "rmia": RMIA_THREAT_MODEL}
 
 
@@ -85,7 +87,7 @@ def attack_scores(model: torch.nn.Module, target: torch.Tensor, recipe: Recipe, 
     target_p, target_phi = true_class_logits(model, target, pool_x, pool_y)
     inclusion = balanced_inclusion(references, n, rng) if references else np.zeros((0, n), dtype=bool)
     ref_p, ref_phi = [], []
-    if set(attacks) - {"loss"}:
+    if set(attacks) - {"loss", "margin"}:
         for r in range(references):
             mask = torch.from_numpy(inclusion[r]).to(pool_x.device)
             ref_model, params = train(recipe, pool_x[mask], pool_y[mask], seed + 1000 + r)
@@ -95,6 +97,8 @@ def attack_scores(model: torch.nn.Module, target: torch.Tensor, recipe: Recipe, 
     scores: dict[str, np.ndarray] = {}
     if "loss" in attacks:
         scores["loss"] = loss_scores(model, target, pool_x, pool_y)
+    if "margin" in attacks:
+        scores["margin"] = margin_scores(model, target, pool_x, pool_y)
     if "lira" in attacks:
         scores["lira"] = lira_scores(target_phi, np.array(ref_phi), inclusion, online=True)
     if "lira_offline" in attacks:
@@ -137,7 +141,8 @@ def membership_audit(recipe: Recipe, pool_x: torch.Tensor, pool_y: torch.Tensor,
                            "target_accuracy": accuracy, "seconds": timings}
     for name, s in scores.items():
         res = audit_scores(s[members], s[~members], delta=delta)
-        out[name] = {**res.to_dict(), "threat_model": THREAT[name], "references": references if name != "loss" else 0,
+        out[name] = {**res.to_dict(), "threat_model": THREAT[name],
+                     "references": references if name not in ("loss", "margin") else 0,
                      "roc": {"fpr": res.fpr.tolist(), "tpr": res.tpr.tolist()}}
     return out
 
