@@ -186,6 +186,23 @@ def report(run_dir: Annotated[Path, typer.Argument(help="a finished run folder")
 
 
 @app.command()
+def query(
+    spec: Annotated[Path, typer.Argument(help="a query spec (TOML): budget, table, [[query]] entries")],
+    fmt: FormatOpt = "table",
+) -> None:
+    """Answer DP queries on a table under one budget (OpenDP); a query over the budget is refused."""
+    from unseen.privacy.query_spec import load_query_spec, read_table, run_queries
+
+    _check_format(fmt)
+    parsed = load_query_spec(spec)
+    result = run_queries(parsed, read_table(parsed.table, spec.parent))
+    if fmt == "json":
+        out.print_json(json.dumps(result, default=float))
+        return
+    out.print(tables.queries_table(result))
+
+
+@app.command()
 def audit(
     run_dir: Annotated[Path, typer.Argument(help="a finished run folder")],
     attacks: Annotated[str, typer.Option(help="comma-separated: loss, rmia, lira, lira_offline")] = "loss,rmia,lira",

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.conftest import needs
 from unseen.errors import UnseenError
 from unseen.privacy.queries import BudgetExceeded, QuerySession
 
@@ -59,3 +60,65 @@ def test_bad_queries_are_clear_errors():
         session.sum("height", (0, 1), 0.1)
     with pytest.raises(UnseenError, match="must be > 0"):
         QuerySession(FRAME, epsilon=0)
+
+
+def test_histogram_bins_cover_the_truth_at_the_stated_rate_and_cost_one_epsilon():
+    import pandas as pd
+
+    from unseen.privacy.queries import QuerySession
+
+    frame = pd.DataFrame({"sex": ["F"] * 300 + ["M"] * 700, "y": [0, 1] * 500})
+    hits, trials = 0, 100
+    for _ in range(trials):
+        session = QuerySession(frame, 1.0)
+        a = session.histogram(["sex", "y"], [("F", 0), ("F", 1), ("M", 0), ("M", 1)], 1.0)
+        assert session.spent == pytest.approx(1.0)  # parallel composition: one epsilon for all bins
+        truth = {"F|0": 150, "F|1": 150, "M|0": 350, "M|1": 350, "(other)": 0}
+        hits += sum(abs(a.value[k] - v) <= a.interval[1] for k, v in truth.items())
+    assert hits / (5 * trials) >= 0.9  # stated: 95% per bin
+
+
+def test_quantile_picks_the_right_candidate_when_the_noise_is_small():
+    import pandas as pd
+
+    from unseen.privacy.queries import QuerySession
+
+    frame = pd.DataFrame({"hours": [20] * 100 + [40] * 500 + [60] * 100})
+    a = QuerySession(frame, 100.0).quantile("hours", 0.5, [10, 20, 30, 40, 50, 60], 50.0)
+    assert a.value == 40 and a.interval == (30, 50) and a.guarantee.epsilon == pytest.approx(50.0)
+
+
+def test_unseen_query_answers_a_spec_and_refuses_what_exceeds_the_budget(tmp_path):
+    import json
+
+    from tests.test_cli import unseen
+
+    (tmp_path / "t.csv").write_text("age,sex\n" + "".join(f"{20 + i % 50},{'FM'[i % 2]}\n" for i in range(2000)))
+    (tmp_path / "q.toml").write_text(
+        'epsilon = 1.0\n[table]\npath = "t.csv"\n'
+        '[[query]]\nkind = "mean"\ncolumn = "age"\nbounds = [0, 100]\nepsilon = 0.5\n'
+        '[[query]]\nkind = "histogram"\ncolumns = ["sex"]\ncategories = ["F", "M"]\nepsilon = 0.5\n'
+        '[[query]]\nkind = "count"\nepsilon = 0.5\n')
+    result = json.loads(unseen("query", str(tmp_path / "q.toml"), "--format", "json").stdout)
+    mean, hist, refused = result["answers"]
+    assert abs(mean["value"] - 44.5) < 2 and set(hist["value"]) == {"F", "M", "(other)"}
+    assert "needs epsilon 0.5 but only" in refused["refused"] and result["spent"] == pytest.approx(1.0)
+    bad = tmp_path / "bad.toml"
+    bad.write_text('epsilon = 1.0\n[table]\npath = "t.csv"\n[[query]]\nkind = "median"\nepsilon = 1\n')
+    proc = unseen("query", str(bad), check=False)
+    assert proc.returncode == 2 and "query.0" in proc.stdout + proc.stderr
+
+
+@needs("adult")
+def test_the_adult_query_example_runs_on_the_real_file():
+    import json
+    from pathlib import Path
+
+    from tests.test_cli import unseen
+
+    example = Path(__file__).resolve().parents[2] / "examples" / "queries" / "adult.toml"
+    result = json.loads(unseen("query", str(example), "--format", "json").stdout)
+    count, mean, hist, quantile, refused = result["answers"]
+    assert abs(count["value"] - 32561) < 100 and 37 < mean["value"] < 40
+    assert hist["value"]["Male|>50K"] > hist["value"]["Female|>50K"] and quantile["value"] == 40
+    assert "refused" in refused and result["spent"] == pytest.approx(1.75)

@@ -1,8 +1,9 @@
 """Differentially private statistics on a table, on OpenDP, with a budget ledger.
 
 A :class:`QuerySession` holds one table and an epsilon budget. Each query (count, sum, mean of an
-integer column with declared bounds) is an OpenDP measurement: clamp, aggregate, discrete Laplace
-noise; OpenDP's privacy map gives its epsilon (no hand-written sampler). The session composes the
+integer column with declared bounds; histograms and group-by counts over declared categories;
+quantiles over declared candidates) is an OpenDP measurement: clamp, aggregate, discrete Laplace
+noise (or report-noisy-max for quantiles); OpenDP's privacy map gives its epsilon (no hand-written sampler). The session composes the
 queries sequentially (pure DP: epsilons add up) and refuses a query that would exceed the budget.
 Every answer carries its guarantee and a confidence interval from OpenDP's accuracy function.
 Privacy unit: one record (a person contributing one row).
@@ -11,6 +12,7 @@ Privacy unit: one record (a person contributing one row).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -29,7 +31,7 @@ class BudgetExceeded(UnseenError):
 @dataclass(frozen=True)
 class DPAnswer:
     query: str
-    value: float
+    value: Any  # a number, or {category: count} for a histogram
     interval: tuple[float, float]
     confidence: float
     guarantee: PrivacyGuarantee
@@ -75,7 +77,7 @@ class QuerySession:
         self.spent += spent
         return value, accuracy
 
-    def _answer(self, query: str, value: float, interval: tuple[float, float], epsilon: float) -> DPAnswer:
+    def _answer(self, query: str, value: Any, interval: tuple[float, float], epsilon: float) -> DPAnswer:
         guarantee = PrivacyGuarantee(mechanism="discrete Laplace (OpenDP)", unit="record", epsilon=epsilon, delta=0.0,
                                      steps=1, accountant="OpenDP privacy map; sequential composition in the session",
                                      threat_model=THREAT_MODEL, noise_source="OpenDP (its own CSPRNG)", scope=query)
@@ -122,6 +124,65 @@ class QuerySession:
         # Both parts hold at `confidence`, so the combined interval holds at 2 * confidence - 1 or better.
         answer = self._answer(f"mean({column})", value, interval, epsilon)
         return answer
+
+    def histogram(self, columns: str | list[str], categories: list, epsilon: float) -> DPAnswer:
+        """Counts per category (group-by) of one column or of a combination of columns, with the
+        categories declared up front (declaring them from the data would leak which ones occur).
+
+        Each record falls in one bin (or the extra "other" bin), so one record changes the vector by 1
+        in L1: parallel composition, one epsilon for all bins. ``value`` is the dict of noisy counts.
+        """
+        import opendp.prelude as dp
+
+        cols = [columns] if isinstance(columns, str) else list(columns)
+        for c in cols:
+            if c not in self.frame.columns:
+                raise UnseenError(f"column {c!r} is not in the table; its columns are {list(self.frame.columns)}.")
+        query = f"histogram({', '.join(cols)})"
+        keys = ["|".join(map(str, k)) if isinstance(k, tuple | list) else str(k) for k in categories]
+        if len(set(keys)) != len(keys):
+            raise UnseenError(f"{query}: categories must be distinct")
+        rows = self.frame[cols].astype(str).agg("|".join, axis=1).tolist()
+        dp.enable_features("contrib")
+        space = (dp.vector_domain(dp.atom_domain(T=str)), dp.symmetric_distance())
+        scale = 1.0 / epsilon
+        measurement = dp.t.make_count_by_categories(*space, categories=keys, MO=dp.L1Distance[int]) >> \
+            dp.m.then_laplace(scale=scale)
+        spent = float(measurement.map(1))
+        self._charge(spent, query)
+        noisy = measurement(rows)
+        self.spent += spent
+        acc = float(dp.discrete_laplacian_scale_to_accuracy(scale, 1 - self.confidence))
+        counts = {k: int(v) for k, v in zip([*keys, "(other)"], noisy, strict=True)}
+        return self._answer(query, counts, (-acc, acc), spent)  # the interval is the error of each bin
+
+    def quantile(self, column: str, q: float, candidates: list[float], epsilon: float) -> DPAnswer:
+        """The ``q``-quantile of ``column`` among declared ``candidates`` (OpenDP's quantile score with
+        report-noisy-max). The interval is the candidates around the answer, not a probability statement."""
+        import opendp.prelude as dp
+
+        if column not in self.frame.columns:
+            raise UnseenError(f"column {column!r} is not in the table; its columns are {list(self.frame.columns)}.")
+        if not 0 < q < 1 or len(candidates) < 2:
+            raise UnseenError(f"quantile({column}): q must be in (0, 1) and there must be at least 2 candidates")
+        query = f"quantile({column}, {q:g})"
+        dp.enable_features("contrib")
+        values = [float(v) for v in self.frame[column].dropna()]
+        cands = sorted(float(c) for c in candidates)
+
+        def build(scale: float):  # type: ignore[no-untyped-def]
+            return dp.t.make_quantile_score_candidates(
+                dp.vector_domain(dp.atom_domain(T=float, nan=False)), dp.symmetric_distance(), candidates=cands,
+                alpha=q) >> dp.m.then_noisy_max(dp.max_divergence(), scale=scale, negate=True)
+
+        scale = float(build(1.0).map(1)) / epsilon  # the loss is proportional to 1 / scale
+        measurement = build(scale)
+        spent = float(measurement.map(1))
+        self._charge(spent, query)
+        index = int(measurement(values))
+        self.spent += spent
+        lo, hi = cands[max(index - 1, 0)], cands[min(index + 1, len(cands) - 1)]
+        return self._answer(query, cands[index], (lo, hi), spent)
 
     def guarantee(self) -> PrivacyGuarantee:
         """The whole session's guarantee: the sum of the epsilons spent (pure DP composes additively)."""

@@ -80,6 +80,29 @@ def clients_table(results: dict[str, Any]) -> Table:
     return table
 
 
+def queries_table(result: dict[str, Any]) -> Table:
+    """DP query answers with their intervals and epsilons, and what the session spent."""
+    table = Table(title=f"DP queries: spent {result['spent']:.3g} of epsilon {result['budget']:g}", title_justify="left")
+    for col in ("query", "answer", "interval", "epsilon"):
+        table.add_column(col)
+    for a in result["answers"]:
+        if "refused" in a:
+            table.add_row(a["query"], f"[red]refused: {a['refused']}[/]", "", "")
+            continue
+        value = a["value"]
+        shown = (", ".join(f"{k}: {v}" for k, v in value.items()) if isinstance(value, dict)
+                 else f"{value:.4g}" if isinstance(value, float) else str(value))
+        lo, hi = a["interval"]
+        if a["query"].startswith("quantile"):
+            interval = f"neighbouring candidates [{lo:.4g}, {hi:.4g}]"
+        elif isinstance(value, dict):
+            interval = f"each bin +/- {hi:.3g} ({a['confidence']:.0%})"
+        else:
+            interval = f"[{lo:.4g}, {hi:.4g}] ({a['confidence']:.0%})"
+        table.add_row(a["query"], shown, interval, f"{a['epsilon']:.3g}")
+    return table
+
+
 def audit_table(audit: dict[str, Any]) -> Table:
     """Membership attacks on one model: AUC, TPR at low FPR, and the empirical epsilon."""
     table = Table(title="membership inference audit", title_justify="left")
