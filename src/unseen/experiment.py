@@ -191,7 +191,7 @@ class PrivacySpec(_Section):
 class AuditSpec(_Section):
     """Attacks run on the finished model; results land in results.json and the report."""
 
-    attacks: list[Literal["loss", "margin", "rmia", "lira", "lira_offline", "gradient_inversion"]] = Field(
+    attacks: list[Literal["loss", "margin", "rmia", "lira", "lira_offline", "gradient_inversion", "pgd"]] = Field(
         default_factory=list, description="membership inference attacks on the final model; gradient inversion "
         "of round 1's client updates")
     inversion_clients: int = Field(1, ge=1, description="gradient_inversion: round-1 clients whose update is attacked")
@@ -756,6 +756,22 @@ def _inversion_audit(spec: ExperimentSpec, plan: SimulationPlan, dataset: Datase
     return out
 
 
+def _robustness_audit(spec: ExperimentSpec, plan: SimulationPlan, state: SimulationState,
+                      dataset: Dataset) -> dict[str, Any]:
+    """Accuracy of the final model under 20-step L-inf PGD at growing budgets (pixel units for images)."""
+    from unseen.attacks.adversarial import THREAT_MODEL as PGD_THREAT
+    from unseen.attacks.adversarial import robustness_curve
+
+    n = min(1000, len(plan.test[1]))
+    image = len(dataset.input_shape) == 3
+    mean, std = _pixel_scale(dataset) if image else (0.0, 1.0)
+    curve = robustness_curve(plan.model, state.params, plan.test[0][:n], plan.test[1][:n],
+                             (0.0, 0.05, 0.1, 0.2, 0.3), steps=20, mean=mean, std=std,
+                             bounds=(0.0, 1.0) if image else None, seed=spec.seed)
+    return {"curve": curve, "records": n, "units": "pixels in [0, 1]" if image else "standardized features",
+            "threat_model": PGD_THREAT}
+
+
 def _pixel_scale(dataset: Dataset) -> tuple[float, float]:
     """The standardisation of an image dataset (mean, std), to measure PSNR on [0, 1] pixels."""
     return {"mnist": (0.1307, 0.3081), "femnist": (0.1307, 0.3081), "fashion_mnist": (0.2860, 0.3530)}.get(
@@ -791,7 +807,9 @@ def _audit(spec: ExperimentSpec, plan: SimulationPlan, state: SimulationState, d
                        "roc": {"fpr": result.fpr.tolist(), "tpr": result.tpr.tolist()}}
     if "gradient_inversion" in spec.audit.attacks:
         out["gradient_inversion"] = _inversion_audit(spec, plan, dataset)
-    with_references = [a for a in spec.audit.attacks if a not in ("loss", "gradient_inversion")]
+    if "pgd" in spec.audit.attacks:
+        out["pgd"] = _robustness_audit(spec, plan, state, dataset)
+    with_references = [a for a in spec.audit.attacks if a not in ("loss", "gradient_inversion", "pgd")]
     if with_references:
         out.update(_reference_attacks(spec, plan, parts, dataset, state.params, with_references, spec.audit.references,
                                       min(spec.audit.max_records, 1000), spec.seed, delta))

@@ -38,3 +38,16 @@ def test_pgd_at_0_3_breaks_a_non_robust_mnist_cnn():
     curve = robustness_curve(model, params, x, y, (0.0, 0.1, 0.3), mean=0.1307, std=0.3081)
     assert curve[0]["accuracy"] > 0.95
     assert curve[2]["accuracy"] < 0.10  # must-show 4 of the attack-and-audit issue
+
+
+def test_pgd_in_a_run_stores_a_falling_robustness_curve(tmp_path):
+    from unseen.experiment import parse_spec, run
+
+    r = run(parse_spec({"data": {"name": "digits"}, "model": {"name": "mlp", "hidden": [64]}, "train": {"lr": 0.1},
+                        "federated": {"clients": 2, "rounds": 5}, "audit": {"attacks": ["pgd"]}}),
+            output_dir=tmp_path).results
+    curve = r["audit"]["pgd"]["curve"]
+    assert [c["eps"] for c in curve] == [0.0, 0.05, 0.1, 0.2, 0.3] and r["audit"]["pgd"]["units"] == "standardized features"
+    accs = [c["accuracy"] for c in curve]
+    assert accs[0] == pytest.approx(r["final"]["test_accuracy"], abs=1e-6) and accs[-1] < accs[0]
+    assert (next(tmp_path.iterdir()) / "report.html").is_file()  # the report renders beside a non-membership audit
