@@ -9,8 +9,12 @@ calibrated to the whole query set's sensitivity) recovers about as much as guess
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 THREAT_MODEL = ("The attacker knows which rows each published count covers (e.g. from public group "
                 "definitions) and solves for every row's hidden binary attribute.")
@@ -19,6 +23,22 @@ THREAT_MODEL = ("The attacker knows which rows each published count covers (e.g.
 def random_subset_queries(n: int, m: int, rng: np.random.Generator) -> np.ndarray:
     """``m`` random subsets of ``n`` rows (each row in each subset with probability 1/2), as a 0/1 matrix."""
     return (rng.random((m, n)) < 0.5).astype(np.int64)
+
+
+def groupby_queries(frame: pd.DataFrame, groupings: list[list[str]]) -> tuple[np.ndarray, list[str]]:
+    """The subsets behind published group-by tables: one 0/1 row per cell of each grouping.
+
+    Like the seeds' sales example (sales by county, by line of business, and in total): each table
+    is a set of counts over cells of public columns; overlapping tables pin rows down. Returns the
+    query matrix and a label per cell.
+    """
+    rows, labels = [], []
+    for columns in groupings:
+        keys = frame[columns].astype(str).agg("|".join, axis=1).to_numpy()
+        for value in sorted(set(keys)):
+            rows.append((keys == value).astype(np.int64))
+            labels.append(f"{'+'.join(columns)}={value}")
+    return np.array(rows), labels
 
 
 def exact_answers(queries: np.ndarray, secret: np.ndarray) -> np.ndarray:
