@@ -191,11 +191,12 @@ def query(
     fmt: FormatOpt = "table",
 ) -> None:
     """Answer DP queries on a table under one budget (OpenDP); a query over the budget is refused."""
-    from unseen.privacy.query_spec import load_query_spec, read_table, run_queries
+    from unseen.privacy.query_spec import load_query_spec, read_table, run_guarantee, run_queries
 
     _check_format(fmt)
     parsed = load_query_spec(spec)
-    result = run_queries(parsed, read_table(parsed.table, spec.parent))
+    prior = run_guarantee(parsed.after_run, spec.parent) if parsed.after_run else None
+    result = run_queries(parsed, read_table(parsed.table, spec.parent), prior)
     if fmt == "json":
         out.print_json(json.dumps(result, default=float))
         return

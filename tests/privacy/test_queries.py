@@ -122,3 +122,41 @@ def test_the_adult_query_example_runs_on_the_real_file():
     assert abs(count["value"] - 32561) < 100 and 37 < mean["value"] < 40
     assert hist["value"]["Male|>50K"] > hist["value"]["Female|>50K"] and quantile["value"] == 40
     assert "refused" in refused and result["spent"] == pytest.approx(1.75)
+
+
+def test_a_model_and_the_statistics_share_one_budget():
+    from unseen.errors import UnseenError
+    from unseen.privacy.guarantee import PrivacyGuarantee
+    from unseen.privacy.queries import BudgetExceeded, QuerySession
+
+    model = PrivacyGuarantee(mechanism="DP-SGD", unit="record", threat_model="t", epsilon=2.0, delta=1e-5)
+    frame = pd.DataFrame({"a": np.arange(100)})
+    session = QuerySession(frame, 3.0, prior=model)
+    with pytest.raises(BudgetExceeded, match="only 1 of the session's 3"):
+        session.count(1.5)
+    session.count(1.0)
+    g = session.guarantee()
+    assert g.epsilon == pytest.approx(3.0) and g.delta == 1e-5 and "DP-SGD" in g.mechanism
+    with pytest.raises(UnseenError, match="no formal guarantee"):
+        QuerySession(frame, 3.0, prior=PrivacyGuarantee.none("no DP", "t"))
+    with pytest.raises(BudgetExceeded, match="nothing is left"):
+        QuerySession(frame, 1.0, prior=model)
+
+
+def test_unseen_query_after_a_dp_run_charges_the_run_first(tmp_path):
+    import json
+
+    from tests.test_cli import unseen
+    from unseen.experiment import parse_spec, run
+
+    run_dir = run(parse_spec({"data": {"name": "digits"}, "model": {"name": "logreg"}, "mode": "central",
+                              "train": {"epochs": 2, "lr": 0.5},
+                              "privacy": {"mechanism": "dp_sgd", "epsilon": 1.0}}), output_dir=tmp_path).run_dir
+    (tmp_path / "t.csv").write_text("x\n" + "".join(f"{i % 10}\n" for i in range(500)))
+    (tmp_path / "q.toml").write_text(
+        f'epsilon = 2.0\nafter_run = "{run_dir}"\n[table]\npath = "t.csv"\n'
+        '[[query]]\nkind = "count"\nepsilon = 0.5\n[[query]]\nkind = "count"\nepsilon = 0.6\n')
+    result = json.loads(unseen("query", str(tmp_path / "q.toml"), "--format", "json").stdout)
+    assert result["prior_epsilon"] == pytest.approx(1.0, rel=0.01)
+    assert "refused" not in result["answers"][0] and "refused" in result["answers"][1]
+    assert result["guarantee"]["epsilon"] == pytest.approx(result["prior_epsilon"] + 0.5)

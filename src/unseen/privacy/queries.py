@@ -39,15 +39,31 @@ class DPAnswer:
 
 @dataclass
 class QuerySession:
+    """Queries on one table under one budget.
+
+    ``prior`` is a guarantee already spent on the same people, e.g. a model trained on this table with
+    DP: it is charged up front, so statistics and the model share the budget (basic composition:
+    epsilons add, the prior's delta stays).
+    """
+
     frame: pd.DataFrame
     epsilon: float
     confidence: float = 0.95
     spent: float = 0.0
     answers: list[DPAnswer] = field(default_factory=list)
+    prior: PrivacyGuarantee | None = None
 
     def __post_init__(self) -> None:
         if not self.epsilon > 0:
             raise UnseenError(f"the session budget epsilon must be > 0, got {self.epsilon}.")
+        if self.prior is not None:
+            if not self.prior.is_formal:
+                raise UnseenError("the prior release makes no formal guarantee (no DP): it may already have given "
+                                  "away everything, so no budget can include it. Train with DP first.")
+            if self.prior.epsilon > self.epsilon:  # type: ignore[operator]
+                raise BudgetExceeded(f"the prior release already spent epsilon {self.prior.epsilon:.4g}, more than "
+                                     f"this budget of {self.epsilon:g}: nothing is left for queries.")
+            self.spent = float(self.prior.epsilon)  # type: ignore[arg-type]
 
     @property
     def remaining(self) -> float:
@@ -185,7 +201,11 @@ class QuerySession:
         return self._answer(query, cands[index], (lo, hi), spent)
 
     def guarantee(self) -> PrivacyGuarantee:
-        """The whole session's guarantee: the sum of the epsilons spent (pure DP composes additively)."""
-        return PrivacyGuarantee(mechanism=f"{len(self.answers)} OpenDP queries, sequential composition",
-                                unit="record", epsilon=self.spent, delta=0.0, steps=len(self.answers),
-                                accountant="basic composition", threat_model=THREAT_MODEL)
+        """The whole session's guarantee: the sum of the epsilons spent (pure DP composes additively),
+        including the prior release if there is one."""
+        mechanism = f"{len(self.answers)} OpenDP queries, sequential composition"
+        if self.prior is not None:
+            mechanism += f", after {self.prior.mechanism} (epsilon {self.prior.epsilon:.4g})"
+        return PrivacyGuarantee(mechanism=mechanism, unit="record", epsilon=self.spent,
+                                delta=self.prior.delta if self.prior is not None else 0.0,
+                                steps=len(self.answers), accountant="basic composition", threat_model=THREAT_MODEL)

@@ -16,6 +16,7 @@ epsilon = 1.0
 
 from __future__ import annotations
 
+import json
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -24,6 +25,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from unseen.errors import SpecError
+from unseen.privacy.guarantee import PrivacyGuarantee
 from unseen.privacy.queries import BudgetExceeded, QuerySession
 
 
@@ -68,6 +70,8 @@ Query = Annotated[CountQuery | SumQuery | HistogramQuery | QuantileQuery, Field(
 
 class QuerySpec(_Strict):
     epsilon: float = Field(gt=0, description="the session's budget")
+    after_run: str | None = Field(None, description="a finished DP run on the same people: its epsilon is charged "
+                                  "first, so the model and the statistics share the budget")
     confidence: float = Field(0.95, gt=0, lt=1)
     table: TableSpec
     query: list[Query] = Field(min_length=1)
@@ -99,9 +103,23 @@ def read_table(table: TableSpec, base: Path) -> pd.DataFrame:
     return frame
 
 
-def run_queries(spec: QuerySpec, frame: pd.DataFrame) -> dict[str, Any]:
+def run_guarantee(run_dir: str | Path, base: Path) -> PrivacyGuarantee:
+    """The worst formal guarantee of a finished run (what its model already spent)."""
+    path = Path(run_dir)
+    path = path if path.is_absolute() else base / path
+    results = path / "results.json"
+    if not results.is_file():
+        raise SpecError(f"after_run = {run_dir!r}: no results.json there (looked in {path}).")
+    guarantees = [PrivacyGuarantee(**g) for g in json.loads(results.read_text())["privacy"]["guarantees"]]
+    formal = [g for g in guarantees if g.is_formal]
+    if not formal:
+        return guarantees[0]
+    return max(formal, key=lambda g: g.epsilon)  # type: ignore[arg-type, return-value]
+
+
+def run_queries(spec: QuerySpec, frame: pd.DataFrame, prior: PrivacyGuarantee | None = None) -> dict[str, Any]:
     """Answer the queries in order; a query over the budget is refused and reported, the rest still run."""
-    session = QuerySession(frame, spec.epsilon, spec.confidence)
+    session = QuerySession(frame, spec.epsilon, spec.confidence, prior=prior)
     answers: list[dict[str, Any]] = []
     for q in spec.query:
         try:
@@ -122,7 +140,8 @@ def run_queries(spec: QuerySpec, frame: pd.DataFrame) -> dict[str, Any]:
         answers.append({"query": a.query, "value": a.value, "interval": list(a.interval),
                         "confidence": a.confidence, "epsilon": a.guarantee.epsilon})
     return {"answers": answers, "budget": spec.epsilon, "spent": session.spent,
+            "prior_epsilon": prior.epsilon if prior is not None else None,
             "guarantee": session.guarantee().to_dict()}
 
 
-__all__ = ["QuerySpec", "load_query_spec", "read_table", "run_queries"]
+__all__ = ["QuerySpec", "load_query_spec", "read_table", "run_guarantee", "run_queries"]

@@ -82,7 +82,9 @@ def clients_table(results: dict[str, Any]) -> Table:
 
 def queries_table(result: dict[str, Any]) -> Table:
     """DP query answers with their intervals and epsilons, and what the session spent."""
-    table = Table(title=f"DP queries: spent {result['spent']:.3g} of epsilon {result['budget']:g}", title_justify="left")
+    prior = f" (of which {result['prior_epsilon']:.3g} by the model trained first)" if result.get("prior_epsilon") else ""
+    table = Table(title=f"DP queries: spent {result['spent']:.3g} of epsilon {result['budget']:g}{prior}",
+                  title_justify="left")
     for col in ("query", "answer", "interval", "epsilon"):
         table.add_column(col)
     for a in result["answers"]:
