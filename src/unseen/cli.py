@@ -188,6 +188,7 @@ def report(run_dir: Annotated[Path, typer.Argument(help="a finished run folder")
 @app.command()
 def query(
     spec: Annotated[Path, typer.Argument(help="a query spec (TOML): budget, table, [[query]] entries")],
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="write queries.json and queries.html here")] = None,
     fmt: FormatOpt = "table",
 ) -> None:
     """Answer DP queries on a table under one budget (OpenDP); a query over the budget is refused."""
@@ -197,10 +198,18 @@ def query(
     parsed = load_query_spec(spec)
     prior = run_guarantee(parsed.after_run, spec.parent) if parsed.after_run else None
     result = run_queries(parsed, read_table(parsed.table, spec.parent), prior)
+    if output is not None:
+        from unseen.report.html import render_queries
+
+        output.mkdir(parents=True, exist_ok=True)
+        (output / "queries.json").write_text(json.dumps(result, indent=2, default=float))
+        (output / "queries.html").write_text(render_queries(result, parsed.table.path))
     if fmt == "json":
         out.print_json(json.dumps(result, default=float))
         return
     out.print(tables.queries_table(result))
+    if output is not None:
+        out.print(f"results: [bold]{output / 'queries.json'}[/], report: [bold]{output / 'queries.html'}[/]")
 
 
 @app.command()

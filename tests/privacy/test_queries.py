@@ -53,9 +53,9 @@ def test_answers_carry_their_guarantee_and_mean_intervals_cover():
 
 
 def test_bad_queries_are_clear_errors():
-    session = QuerySession(FRAME, epsilon=1.0)
-    with pytest.raises(UnseenError, match="integer"):
-        session.sum("score", (0, 1), 0.1)
+    session = QuerySession(FRAME.assign(name="x"), epsilon=1.0)
+    with pytest.raises(UnseenError, match="not numeric"):
+        session.sum("name", (0, 1), 0.1)
     with pytest.raises(UnseenError, match="not in the table"):
         session.sum("height", (0, 1), 0.1)
     with pytest.raises(UnseenError, match="must be > 0"):
@@ -99,7 +99,11 @@ def test_unseen_query_answers_a_spec_and_refuses_what_exceeds_the_budget(tmp_pat
         '[[query]]\nkind = "mean"\ncolumn = "age"\nbounds = [0, 100]\nepsilon = 0.5\n'
         '[[query]]\nkind = "histogram"\ncolumns = ["sex"]\ncategories = ["F", "M"]\nepsilon = 0.5\n'
         '[[query]]\nkind = "count"\nepsilon = 0.5\n')
-    result = json.loads(unseen("query", str(tmp_path / "q.toml"), "--format", "json").stdout)
+    result = json.loads(unseen("query", str(tmp_path / "q.toml"), "--format", "json", "--output",
+                               str(tmp_path / "out")).stdout)
+    assert json.loads((tmp_path / "out" / "queries.json").read_text())["spent"] == result["spent"]
+    page = (tmp_path / "out" / "queries.html").read_text()
+    assert 'id="answers"' in page and "refused" in page and "mean(age)" in page
     mean, hist, refused = result["answers"]
     assert abs(mean["value"] - 44.5) < 2 and set(hist["value"]) == {"F", "M", "(other)"}
     assert "needs epsilon 0.5 but only" in refused["refused"] and result["spent"] == pytest.approx(1.0)
@@ -160,3 +164,35 @@ def test_unseen_query_after_a_dp_run_charges_the_run_first(tmp_path):
     assert result["prior_epsilon"] == pytest.approx(1.0, rel=0.01)
     assert "refused" not in result["answers"][0] and "refused" in result["answers"][1]
     assert result["guarantee"]["epsilon"] == pytest.approx(result["prior_epsilon"] + 0.5)
+
+
+def test_float_sums_cover_the_truth_and_charge_at_most_epsilon():
+    truth = float(FRAME.score.sum())  # 250.0
+    hits = 0
+    for _ in range(200):
+        session = QuerySession(FRAME, epsilon=0.5)
+        a = session.sum("score", (0.0, 1.0), 0.5)
+        assert isinstance(a.value, float) and session.spent <= 0.5
+        hits += a.interval[0] <= truth <= a.interval[1]
+    assert hits / 200 >= 0.9  # stated 95%
+
+
+def test_contribution_limits_bound_each_persons_influence():
+    frame = pd.DataFrame({"person": [0] * 50 + list(range(1, 51)), "amount": [100] * 50 + [1] * 50})
+    session = QuerySession(frame, epsilon=10.0, person="person", max_rows=2)
+    assert len(session.frame) == 52  # person 0 keeps 2 of its 50 rows
+    a = session.sum("amount", (0, 100), 5.0)
+    assert a.guarantee.unit == "user" and session.spent == pytest.approx(5.0)
+    assert abs(a.value - 250) < 200  # 2 x 100 + 50 x 1, noise scale 2 x 100 / 5 = 40
+    with pytest.raises(UnseenError, match="needs person"):
+        QuerySession(frame, epsilon=1.0, max_rows=3)
+
+
+def test_a_query_spec_can_cap_each_persons_rows():
+    from unseen.privacy.query_spec import QuerySpec, run_queries
+
+    frame = pd.DataFrame({"who": [1] * 30 + [2, 3, 4], "x": [1] * 33})
+    spec = QuerySpec.model_validate({"epsilon": 50.0, "table": {"path": "-", "person": "who", "max_rows": 1},
+                                     "query": [{"kind": "count", "epsilon": 40.0}]})
+    result = run_queries(spec, frame)
+    assert abs(result["answers"][0]["value"] - 4) <= 1 and result["guarantee"]["unit"] == "user"

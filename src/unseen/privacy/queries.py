@@ -6,7 +6,8 @@ quantiles over declared candidates) is an OpenDP measurement: clamp, aggregate, 
 noise (or report-noisy-max for quantiles); OpenDP's privacy map gives its epsilon (no hand-written sampler). The session composes the
 queries sequentially (pure DP: epsilons add up) and refuses a query that would exceed the budget.
 Every answer carries its guarantee and a confidence interval from OpenDP's accuracy function.
-Privacy unit: one record (a person contributing one row).
+Privacy unit: one record, or with ``person`` and ``max_rows`` one person whose rows are capped at
+``max_rows`` (every privacy map is then taken at that distance).
 """
 
 from __future__ import annotations
@@ -52,8 +53,22 @@ class QuerySession:
     spent: float = 0.0
     answers: list[DPAnswer] = field(default_factory=list)
     prior: PrivacyGuarantee | None = None
+    person: str | None = None  # column identifying a person who may own several rows
+    max_rows: int = 1  # rows kept per person (the contribution limit); the guarantee is per person
 
     def __post_init__(self) -> None:
+        if self.person is not None:
+            if self.person not in self.frame.columns:
+                raise UnseenError(f"person column {self.person!r} is not in the table; its columns are "
+                                  f"{list(self.frame.columns)}.")
+            if self.max_rows < 1:
+                raise UnseenError(f"max_rows must be >= 1, got {self.max_rows}.")
+            # Keep at most max_rows rows per person, chosen at random (never by value): one person then
+            # changes the table by at most max_rows rows, and every privacy map is taken at that distance.
+            shuffled = self.frame.sample(frac=1.0, random_state=np.random.default_rng(0).integers(2**31))
+            self.frame = shuffled.groupby(self.person, sort=False).head(self.max_rows)
+        elif self.max_rows != 1:
+            raise UnseenError("max_rows needs person = the column that identifies a person")
         if not self.epsilon > 0:
             raise UnseenError(f"the session budget epsilon must be > 0, got {self.epsilon}.")
         if self.prior is not None:
@@ -78,55 +93,81 @@ class QuerySession:
                 f"is left ({len(self.answers)} queries answered). Ask with a smaller epsilon or start a new budget "
                 f"(which is a new privacy cost for the same people).")
 
-    def _release(self, query: str, values: list[int], chain_fn, scale: float, epsilon: float) -> tuple[int, float]:  # type: ignore[no-untyped-def]
+    @property
+    def unit(self) -> str:
+        return "record" if self.person is None else "user"
+
+    def _release(self, query: str, values: list, chain_fn, sensitivity: float, epsilon: float,  # type: ignore[no-untyped-def]
+                 kind: type = int) -> tuple[float, float]:
+        """Run an OpenDP clamp-aggregate-Laplace chain; its privacy map, at the contribution limit, is the charge."""
         import opendp.prelude as dp
 
         dp.enable_features("contrib")
-        space = (dp.vector_domain(dp.atom_domain(T=int)), dp.symmetric_distance())
-        measurement = chain_fn(dp, space) >> dp.m.then_laplace(scale=scale)
-        spent = float(measurement.map(1))  # one record added or removed
-        if spent > epsilon * (1 + 1e-9):
-            raise UnseenError(f"{query}: OpenDP charges {spent:g}, more than the requested {epsilon:g}")
+        atom = dp.atom_domain(T=int) if kind is int else dp.atom_domain(T=float, nan=False)
+        space = (dp.vector_domain(atom), dp.symmetric_distance())
+
+        def build(scale: float):  # type: ignore[no-untyped-def]
+            return chain_fn(dp, space) >> dp.m.then_laplace(scale=scale)
+
+        scale = sensitivity * self.max_rows / epsilon
+        measurement = build(scale)
+        spent = float(measurement.map(self.max_rows))  # one person (up to max_rows rows) added or removed
+        if spent > epsilon:  # float sums carry OpenDP's rounding slack: widen the noise until it fits
+            scale *= spent / epsilon * (1 + 1e-9)
+            measurement = build(scale)
+            spent = float(measurement.map(self.max_rows))
         self._charge(spent, query)
-        value = int(measurement(values))
-        accuracy = float(dp.discrete_laplacian_scale_to_accuracy(scale, 1 - self.confidence))
+        value = measurement(values)
+        alpha = 1 - self.confidence
+        accuracy = float(dp.discrete_laplacian_scale_to_accuracy(scale, alpha) if kind is int
+                         else dp.laplacian_scale_to_accuracy(scale, alpha))
         self.spent += spent
-        return value, accuracy
+        return (int(value) if kind is int else float(value)), accuracy
 
     def _answer(self, query: str, value: Any, interval: tuple[float, float], epsilon: float) -> DPAnswer:
-        guarantee = PrivacyGuarantee(mechanism="discrete Laplace (OpenDP)", unit="record", epsilon=epsilon, delta=0.0,
+        guarantee = PrivacyGuarantee(mechanism="discrete Laplace (OpenDP)", unit=self.unit, epsilon=epsilon, delta=0.0,  # type: ignore[arg-type]
                                      steps=1, accountant="OpenDP privacy map; sequential composition in the session",
                                      threat_model=THREAT_MODEL, noise_source="OpenDP (its own CSPRNG)", scope=query)
         answer = DPAnswer(query, value, interval, self.confidence, guarantee)
         self.answers.append(answer)
         return answer
 
-    def _column(self, column: str) -> list[int]:
+    def _column(self, column: str) -> tuple[list, type]:
+        """The column's non-missing values, as ints if they all are whole numbers, else as floats."""
         if column not in self.frame.columns:
             raise UnseenError(f"column {column!r} is not in the table; its columns are {list(self.frame.columns)}.")
         values = self.frame[column].dropna()
-        if not pd.api.types.is_integer_dtype(values) and not np.all(np.mod(values, 1) == 0):
-            raise UnseenError(f"column {column!r} is not integer-valued; DP sums here take integer columns.")
-        return [int(v) for v in values]
+        if not pd.api.types.is_numeric_dtype(values):
+            raise UnseenError(f"column {column!r} is not numeric; sums and means take numeric columns.")
+        if pd.api.types.is_integer_dtype(values) or np.all(np.mod(values, 1) == 0):
+            return [int(v) for v in values], int
+        return [float(v) for v in values if np.isfinite(v)], float
 
     def count(self, epsilon: float, where: pd.Series | None = None) -> DPAnswer:
         """Number of rows (matching ``where``, a boolean mask); sensitivity 1."""
         rows = self.frame if where is None else self.frame[where]
-        value, acc = self._release("count", [0] * len(rows), lambda dp, s: dp.t.make_count(*s), 1 / epsilon, epsilon)
+        value, acc = self._release("count", [0] * len(rows), lambda dp, s: dp.t.make_count(*s), 1, epsilon)
         return self._answer("count", value, (value - acc, value + acc), epsilon)
 
-    def sum(self, column: str, bounds: tuple[int, int], epsilon: float) -> DPAnswer:
-        """Sum of ``column`` with each value clamped to ``bounds``; sensitivity max(|lo|, |hi|)."""
-        lo, hi = bounds
+    def sum(self, column: str, bounds: tuple[float, float], epsilon: float) -> DPAnswer:
+        """Sum of ``column`` with each value clamped to ``bounds``; sensitivity max(|lo|, |hi|) per row.
+
+        Integer columns use the discrete Laplace; float columns the Laplace with OpenDP's accounting of
+        floating-point rounding (its charge can exceed the nominal epsilon by a hair, so the noise is
+        widened until it fits)."""
+        values, kind = self._column(column)
+        lo, hi = (int(bounds[0]), int(bounds[1])) if kind is int else (float(bounds[0]), float(bounds[1]))
+        if kind is int and (lo != bounds[0] or hi != bounds[1]):
+            values, kind, lo, hi = [float(v) for v in values], float, float(bounds[0]), float(bounds[1])
         if lo > hi:
             raise UnseenError(f"sum of {column!r}: bounds {bounds} must be (low, high) with low <= high.")
         sensitivity = max(abs(lo), abs(hi))
         value, acc = self._release(
-            f"sum({column})", self._column(column),
-            lambda dp, s: dp.t.make_clamp(*s, bounds=(lo, hi)) >> dp.t.then_sum(), sensitivity / epsilon, epsilon)
+            f"sum({column})", values,
+            lambda dp, s: dp.t.make_clamp(*s, bounds=(lo, hi)) >> dp.t.then_sum(), sensitivity, epsilon, kind)
         return self._answer(f"sum({column})", value, (value - acc, value + acc), epsilon)
 
-    def mean(self, column: str, bounds: tuple[int, int], epsilon: float) -> DPAnswer:
+    def mean(self, column: str, bounds: tuple[float, float], epsilon: float) -> DPAnswer:
         """Mean as a DP sum over a DP count (half the epsilon each); the interval combines both."""
         self._charge(epsilon, f"mean({column})")  # refuse before spending half of it
         total = self.sum(column, bounds, epsilon / 2)
@@ -161,10 +202,10 @@ class QuerySession:
         rows = self.frame[cols].astype(str).agg("|".join, axis=1).tolist()
         dp.enable_features("contrib")
         space = (dp.vector_domain(dp.atom_domain(T=str)), dp.symmetric_distance())
-        scale = 1.0 / epsilon
+        scale = self.max_rows / epsilon  # one person moves up to max_rows rows: L1 distance max_rows
         measurement = dp.t.make_count_by_categories(*space, categories=keys, MO=dp.L1Distance[int]) >> \
             dp.m.then_laplace(scale=scale)
-        spent = float(measurement.map(1))
+        spent = float(measurement.map(self.max_rows))
         self._charge(spent, query)
         noisy = measurement(rows)
         self.spent += spent
@@ -191,9 +232,9 @@ class QuerySession:
                 dp.vector_domain(dp.atom_domain(T=float, nan=False)), dp.symmetric_distance(), candidates=cands,
                 alpha=q) >> dp.m.then_noisy_max(dp.max_divergence(), scale=scale, negate=True)
 
-        scale = float(build(1.0).map(1)) / epsilon  # the loss is proportional to 1 / scale
+        scale = float(build(1.0).map(self.max_rows)) / epsilon  # the loss is proportional to 1 / scale
         measurement = build(scale)
-        spent = float(measurement.map(1))
+        spent = float(measurement.map(self.max_rows))
         self._charge(spent, query)
         index = int(measurement(values))
         self.spent += spent
@@ -206,6 +247,6 @@ class QuerySession:
         mechanism = f"{len(self.answers)} OpenDP queries, sequential composition"
         if self.prior is not None:
             mechanism += f", after {self.prior.mechanism} (epsilon {self.prior.epsilon:.4g})"
-        return PrivacyGuarantee(mechanism=mechanism, unit="record", epsilon=self.spent,
+        return PrivacyGuarantee(mechanism=mechanism, unit=self.unit, epsilon=self.spent,  # type: ignore[arg-type]
                                 delta=self.prior.delta if self.prior is not None else 0.0,
                                 steps=len(self.answers), accountant="basic composition", threat_model=THREAT_MODEL)

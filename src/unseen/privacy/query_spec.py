@@ -36,6 +36,8 @@ class _Strict(BaseModel):
 class TableSpec(_Strict):
     path: str
     columns: list[str] | None = Field(None, description="column names for a file without a header row")
+    person: str | None = Field(None, description="column identifying a person who may own several rows")
+    max_rows: int = Field(1, ge=1, description="rows kept per person (contribution limit); needs person")
 
 
 class _Query(_Strict):
@@ -119,7 +121,8 @@ def run_guarantee(run_dir: str | Path, base: Path) -> PrivacyGuarantee:
 
 def run_queries(spec: QuerySpec, frame: pd.DataFrame, prior: PrivacyGuarantee | None = None) -> dict[str, Any]:
     """Answer the queries in order; a query over the budget is refused and reported, the rest still run."""
-    session = QuerySession(frame, spec.epsilon, spec.confidence, prior=prior)
+    session = QuerySession(frame, spec.epsilon, spec.confidence, prior=prior, person=spec.table.person,
+                           max_rows=spec.table.max_rows)
     answers: list[dict[str, Any]] = []
     for q in spec.query:
         try:

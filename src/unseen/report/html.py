@@ -63,3 +63,8 @@ def write_report(run_dir: str | Path) -> Path:
     out = run_dir / "report.html"
     out.write_text(html)
     return out
+
+
+def render_queries(result: dict[str, Any], table: str) -> str:
+    """The page for one DP query session (``unseen query --output DIR``)."""
+    return _ENV.get_template("queries.html.j2").render(r=result, table=table)
