@@ -173,6 +173,8 @@ class PrivacySpec(_Section):
     clip_lr: float = Field(0.2, gt=0)
     accountant: Literal["pld", "rdp"] = "pld"
     secure_rng: bool = Field(False, description="draw DP noise from the OS CSPRNG instead of the seeded PRNG")
+    after_queries: str | None = Field(None, description="queries.json of DP statistics already released on the same "
+                                      "people (unseen query --output): their epsilon comes off privacy.epsilon")
     secure_aggregation: Literal["none", "secagg", "secagg+", "ckks"] = Field(
         "none", description="hide each client's update from the server: pairwise masking (secagg, secagg+) or CKKS")
     noise_at: Literal["server", "clients"] = Field(
@@ -470,6 +472,18 @@ def _check_delta(delta: float, n: int, unit: str) -> None:
         )
 
 
+def _with_prior(plan: SimulationPlan, guarantees: list[PrivacyGuarantee]) -> list[PrivacyGuarantee]:
+    """Add the total over the model and DP statistics released before it on the same people."""
+    formal = [g for g in guarantees if g.is_formal]
+    if not plan.prior_epsilon or not formal:
+        return guarantees
+    worst = max(formal, key=lambda g: g.epsilon)  # type: ignore[arg-type, return-value]
+    total = dataclasses.replace(
+        worst, mechanism=f"{worst.mechanism}, after DP statistics of epsilon {plan.prior_epsilon:.4g} (basic composition)",
+        epsilon=worst.epsilon + plan.prior_epsilon, scope="model and earlier statistics together")  # type: ignore[operator]
+    return [*guarantees, total]
+
+
 def _privacy_guarantees(spec: ExperimentSpec, plan: SimulationPlan, state: SimulationState) -> list[PrivacyGuarantee]:
     priv = spec.privacy
     noise_source = "OS CSPRNG" if priv.secure_rng else "seeded PRNG (reproducible; not for production)"
@@ -538,12 +552,36 @@ def _privacy_guarantees(spec: ExperimentSpec, plan: SimulationPlan, state: Simul
         threat_model=threat)]
 
 
+def _prior_queries_epsilon(path: str) -> float:
+    """The epsilon a saved DP query session spent (queries.json from ``unseen query --output``)."""
+    file = Path(path)
+    if file.is_dir():
+        file = file / "queries.json"
+    if not file.is_file():
+        raise SpecError(f"privacy.after_queries = {path!r}: no queries.json there. Write one with "
+                        "`unseen query SPEC.toml --output DIR`.")
+    guarantee = json.loads(file.read_text())["guarantee"]
+    if guarantee.get("delta"):
+        raise SpecError(f"privacy.after_queries = {path!r}: that session already includes a model (delta > 0); "
+                        "compose at most one model with one query session.")
+    return float(guarantee["epsilon"])
+
+
 def _configure_privacy(spec: ExperimentSpec, plan: SimulationPlan, parts: list[np.ndarray]) -> None:
     """Calibrate and attach the DP mechanism of the spec to ``plan``; refuse configs that would be wrong."""
     priv = spec.privacy
     if priv.mechanism == "none":
+        if priv.after_queries:
+            raise SpecError("privacy.after_queries shares a budget with a DP model: set privacy.mechanism too")
         return
     plan.accountant = priv.accountant
+    target = priv.epsilon
+    if priv.after_queries:
+        plan.prior_epsilon = _prior_queries_epsilon(priv.after_queries)
+        if priv.epsilon is None or priv.epsilon <= plan.prior_epsilon:
+            raise SpecError(f"privacy.after_queries already spent epsilon {plan.prior_epsilon:.4g}: privacy.epsilon "
+                            f"(the whole budget) must be larger, got {priv.epsilon}")
+        target = priv.epsilon - plan.prior_epsilon
     if priv.mechanism == "dp_sgd":
         check_model(plan.model)
         sizes = [len(p) for p in parts]
@@ -552,7 +590,7 @@ def _configure_privacy(spec: ExperimentSpec, plan: SimulationPlan, parts: list[n
         delta = priv.delta if priv.delta is not None else default_delta(n_min)
         _check_delta(delta, n_min, "record")
         steps = plan.rounds * plan.local.epochs * steps_per_epoch(q_max)
-        noise = priv.noise_multiplier or calibrate_noise(priv.epsilon, delta, q_max, steps, priv.accountant)  # type: ignore[arg-type]
+        noise = priv.noise_multiplier or calibrate_noise(target, delta, q_max, steps, priv.accountant)  # type: ignore[arg-type]
         plan.dp_sgd = DPSGD(noise, priv.clip, q_max, priv.secure_rng, spec.runtime.grad_sample_mode)
         plan.client_dp_rates = rates
     else:
@@ -563,7 +601,7 @@ def _configure_privacy(spec: ExperimentSpec, plan: SimulationPlan, parts: list[n
         distributed = priv.noise_at == "clients"
         if distributed:  # the zCDP bound composes on RDP; no amplification by client sampling is claimed
             plan.accountant = "rdp"
-        noise = priv.noise_multiplier or calibrate_noise(priv.epsilon, delta, 1.0 if distributed else q,  # type: ignore[arg-type]
+        noise = priv.noise_multiplier or calibrate_noise(target, delta, 1.0 if distributed else q,  # type: ignore[arg-type]
                                                          plan.rounds, plan.accountant)
         accounted = None
         if distributed:
@@ -576,7 +614,7 @@ def _configure_privacy(spec: ExperimentSpec, plan: SimulationPlan, parts: list[n
                                   secure_rng=priv.secure_rng, distributed_noise_multiplier=accounted)
         _ = plan.dp_fedavg.update_noise_multiplier  # fails now, not mid-run, if adaptive clipping cannot work
     # Without a target the epsilon is only reported; with one it is also a budget.
-    plan.budget = (priv.epsilon if priv.epsilon is not None else math.inf, delta)
+    plan.budget = (target if target is not None else math.inf, delta)
     log.info("privacy: %s, noise multiplier %.4g, delta %.2g", priv.mechanism, noise, delta)
 
 
@@ -902,7 +940,7 @@ def _results(spec: ExperimentSpec, dataset: Dataset, plan: SimulationPlan, parts
         "failed_rounds": [{"round": m["round"], "reason": m["failed"]} for m in history if "failed" in m],
         "secure_aggregation": _secure_summary(spec, plan, history),
         "privacy": {
-            "guarantees": [g.to_dict() for g in _privacy_guarantees(spec, plan, state)],
+            "guarantees": [g.to_dict() for g in _with_prior(plan, _privacy_guarantees(spec, plan, state))],
             "halted": state.halted,
             "budget_epsilon": None if plan.budget is None or math.isinf(plan.budget[0]) else plan.budget[0],
         },

@@ -196,3 +196,33 @@ def test_a_query_spec_can_cap_each_persons_rows():
                                      "query": [{"kind": "count", "epsilon": 40.0}]})
     result = run_queries(spec, frame)
     assert abs(result["answers"][0]["value"] - 4) <= 1 and result["guarantee"]["unit"] == "user"
+
+
+def test_variance_is_close_and_its_interval_covers_the_truth():
+    truth = float(FRAME.age.var(ddof=0))
+    hits = 0
+    for _ in range(50):
+        session = QuerySession(FRAME, epsilon=3.0)
+        a = session.variance("age", (18, 90), 3.0)
+        assert session.spent <= 3.0 * (1 + 1e-9) and len(session.answers) == 1
+        hits += a.interval[0] <= truth <= a.interval[1]
+    assert hits / 50 >= 0.85  # stated: at least 3 * 95% - 2 = 85%
+    assert abs(a.value - truth) / truth < 0.5
+
+
+def test_a_model_trained_after_statistics_gets_what_is_left_of_the_budget(tmp_path):
+    from tests.test_cli import unseen
+    from unseen.errors import SpecError
+    from unseen.experiment import parse_spec, run
+
+    (tmp_path / "t.csv").write_text("x\n" + "".join(f"{i % 10}\n" for i in range(500)))
+    (tmp_path / "q.toml").write_text('epsilon = 5.0\n[table]\npath = "t.csv"\n[[query]]\nkind = "count"\nepsilon = 1.0\n')
+    unseen("query", str(tmp_path / "q.toml"), "--output", str(tmp_path / "stats"))
+    raw = {"data": {"name": "digits"}, "model": {"name": "logreg"}, "mode": "central", "train": {"epochs": 2},
+           "privacy": {"mechanism": "dp_sgd", "epsilon": 3.0, "after_queries": str(tmp_path / "stats")}}
+    model, total = run(parse_spec(raw), output_dir=tmp_path / "runs").results["privacy"]["guarantees"]
+    assert model["epsilon"] == pytest.approx(2.0, rel=0.01) and model["epsilon"] <= 2.0 * (1 + 1e-6)
+    assert total["epsilon"] == pytest.approx(model["epsilon"] + 1.0) and total["scope"].startswith("model and")
+    raw["privacy"]["epsilon"] = 1.0
+    with pytest.raises(SpecError, match="must be larger"):
+        run(parse_spec(raw), output_dir=tmp_path / "runs2")

@@ -182,6 +182,36 @@ class QuerySession:
         answer = self._answer(f"mean({column})", value, interval, epsilon)
         return answer
 
+    def variance(self, column: str, bounds: tuple[float, float], epsilon: float) -> DPAnswer:
+        """Variance as E[x^2] - E[x]^2 from three DP releases (sum, sum of squares, count; a third of the
+        epsilon each). The interval combines the three intervals' extremes, so it holds at
+        ``3 * confidence - 2`` or better."""
+        query = f"variance({column})"
+        self._charge(epsilon, query)
+        values, _ = self._column(column)
+        lo, hi = float(bounds[0]), float(bounds[1])
+        if lo > hi:
+            raise UnseenError(f"{query}: bounds {bounds} must be (low, high) with low <= high.")
+        clipped = np.clip(np.asarray(values, dtype=np.float64), lo, hi)
+        sq_hi = max(lo * lo, hi * hi)
+        sq_lo = 0.0 if lo <= 0 <= hi else min(lo * lo, hi * hi)
+        part = epsilon / 3
+        s, s_acc = self._release(f"sum({column})", clipped.tolist(),
+                                 lambda dp, sp: dp.t.make_clamp(*sp, bounds=(lo, hi)) >> dp.t.then_sum(),
+                                 max(abs(lo), abs(hi)), part, float)
+        q, q_acc = self._release(f"sum({column}^2)", (clipped**2).tolist(),
+                                 lambda dp, sp: dp.t.make_clamp(*sp, bounds=(sq_lo, sq_hi)) >> dp.t.then_sum(),
+                                 sq_hi, part, float)
+        n, n_acc = self._release("count", [0] * len(values), lambda dp, sp: dp.t.make_count(*sp), 1, part)
+        cap = ((hi - lo) / 2) ** 2  # the largest variance values in [lo, hi] can have
+
+        def var(s_: float, q_: float, n_: float) -> float:
+            n_ = max(n_, 1.0)
+            return float(np.clip(q_ / n_ - (s_ / n_) ** 2, 0.0, cap))
+
+        corners = [var(s + a, q + b, n + c) for a in (-s_acc, s_acc) for b in (-q_acc, q_acc) for c in (-n_acc, n_acc)]
+        return self._answer(query, var(s, q, n), (min(corners), max(corners)), epsilon)
+
     def histogram(self, columns: str | list[str], categories: list, epsilon: float) -> DPAnswer:
         """Counts per category (group-by) of one column or of a combination of columns, with the
         categories declared up front (declaring them from the data would leak which ones occur).

@@ -49,9 +49,9 @@ class CountQuery(_Query):
 
 
 class SumQuery(_Query):
-    kind: Literal["sum", "mean"]
+    kind: Literal["sum", "mean", "variance"]
     column: str
-    bounds: tuple[int, int]
+    bounds: tuple[float, float]
 
 
 class HistogramQuery(_Query):
@@ -132,6 +132,8 @@ def run_queries(spec: QuerySpec, frame: pd.DataFrame, prior: PrivacyGuarantee | 
                 a = session.sum(q.column, q.bounds, q.epsilon)
             elif q.kind == "mean":
                 a = session.mean(q.column, q.bounds, q.epsilon)
+            elif q.kind == "variance":
+                a = session.variance(q.column, q.bounds, q.epsilon)
             elif q.kind == "histogram":
                 cats = [tuple(c) if isinstance(c, list) else c for c in q.categories]
                 a = session.histogram(q.columns, cats, q.epsilon)

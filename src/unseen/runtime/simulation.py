@@ -72,6 +72,7 @@ class SimulationPlan:
     dropout: float = 0.0  # fraction of each round's clients that vanish after training (simulated stragglers)
     # One-run audit: canary inputs, their wrong labels, which were planted, and the initial weights.
     canaries: tuple[torch.Tensor, torch.Tensor, np.ndarray, torch.Tensor] | None = None
+    prior_epsilon: float = 0.0  # DP statistics released before on the same people (basic composition)
 
 
 @dataclass
