@@ -473,15 +473,13 @@ def _check_delta(delta: float, n: int, unit: str) -> None:
 
 
 def _with_prior(plan: SimulationPlan, guarantees: list[PrivacyGuarantee]) -> list[PrivacyGuarantee]:
-    """Add the total over the model and DP statistics released before it on the same people."""
-    formal = [g for g in guarantees if g.is_formal]
-    if not plan.prior_epsilon or not formal:
+    """Say in each guarantee that its ledger also holds DP statistics released before (their epsilon
+    is already inside: basic composition with the training's accounting)."""
+    if not plan.prior_epsilon:
         return guarantees
-    worst = max(formal, key=lambda g: g.epsilon)  # type: ignore[arg-type, return-value]
-    total = dataclasses.replace(
-        worst, mechanism=f"{worst.mechanism}, after DP statistics of epsilon {plan.prior_epsilon:.4g} (basic composition)",
-        epsilon=worst.epsilon + plan.prior_epsilon, scope="model and earlier statistics together")  # type: ignore[operator]
-    return [*guarantees, total]
+    return [dataclasses.replace(g, mechanism=f"{g.mechanism}; includes DP statistics of epsilon "
+                                               f"{plan.prior_epsilon:.4g} released before (one ledger)")
+            if g.is_formal else g for g in guarantees]
 
 
 def _privacy_guarantees(spec: ExperimentSpec, plan: SimulationPlan, state: SimulationState) -> list[PrivacyGuarantee]:
@@ -614,7 +612,7 @@ def _configure_privacy(spec: ExperimentSpec, plan: SimulationPlan, parts: list[n
                                   secure_rng=priv.secure_rng, distributed_noise_multiplier=accounted)
         _ = plan.dp_fedavg.update_noise_multiplier  # fails now, not mid-run, if adaptive clipping cannot work
     # Without a target the epsilon is only reported; with one it is also a budget.
-    plan.budget = (target if target is not None else math.inf, delta)
+    plan.budget = (priv.epsilon if priv.epsilon is not None else math.inf, delta)  # the ledger holds the prior too
     log.info("privacy: %s, noise multiplier %.4g, delta %.2g", priv.mechanism, noise, delta)
 
 

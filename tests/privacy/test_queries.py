@@ -8,6 +8,7 @@ import pytest
 
 from tests.conftest import needs
 from unseen.errors import UnseenError
+from unseen.privacy import epsilon_for
 from unseen.privacy.queries import BudgetExceeded, QuerySession
 
 FRAME = pd.DataFrame({"age": np.random.default_rng(0).integers(18, 90, 500), "score": np.linspace(0, 1, 500)})
@@ -220,9 +221,12 @@ def test_a_model_trained_after_statistics_gets_what_is_left_of_the_budget(tmp_pa
     unseen("query", str(tmp_path / "q.toml"), "--output", str(tmp_path / "stats"))
     raw = {"data": {"name": "digits"}, "model": {"name": "logreg"}, "mode": "central", "train": {"epochs": 2},
            "privacy": {"mechanism": "dp_sgd", "epsilon": 3.0, "after_queries": str(tmp_path / "stats")}}
-    model, total = run(parse_spec(raw), output_dir=tmp_path / "runs").results["privacy"]["guarantees"]
-    assert model["epsilon"] == pytest.approx(2.0, rel=0.01) and model["epsilon"] <= 2.0 * (1 + 1e-6)
-    assert total["epsilon"] == pytest.approx(model["epsilon"] + 1.0) and total["scope"].startswith("model and")
+    result = run(parse_spec(raw), output_dir=tmp_path / "runs").results
+    (g,) = result["privacy"]["guarantees"]  # one ledger: the statistics' epsilon is inside the model's
+    assert g["epsilon"] == pytest.approx(3.0, rel=0.01) and g["epsilon"] <= 3.0 * (1 + 1e-6)
+    assert "includes DP statistics of epsilon 1" in g["mechanism"] and result["status"] == "completed"
+    assert g["epsilon"] - 1.0 == pytest.approx(epsilon_for(g["noise_multiplier"], g["sampling_rate"], g["steps"],
+                                                           g["delta"]), rel=1e-6)
     raw["privacy"]["epsilon"] = 1.0
     with pytest.raises(SpecError, match="must be larger"):
         run(parse_spec(raw), output_dir=tmp_path / "runs2")

@@ -109,14 +109,21 @@ def _check(**values: float) -> None:
 
 @dataclass
 class GaussianLedger:
-    """Remembers the subsampled Gaussian steps taken so far; composes them on demand.
+    """Remembers the privacy spent so far; composes it on demand. The one ledger type of unseen.
 
-    Plain data (a list of ``[noise_multiplier, sampling_rate, steps]``), so a checkpoint can store it
+    Training records subsampled Gaussian steps (``[noise_multiplier, sampling_rate, steps]``, composed
+    by dp-accounting); DP statistics record pure-DP releases (``pure``: their epsilons, added by basic
+    composition to the Gaussian part). Plain data, so a checkpoint or a query session can store it
     and a resumed run continues with exactly the same epsilon.
     """
 
     accountant: str = "pld"
     segments: list[list[float]] = field(default_factory=list)
+    pure: list[float] = field(default_factory=list)
+
+    def record_pure(self, epsilon: float) -> None:
+        """A pure epsilon-DP release (a DP query answer)."""
+        self.pure.append(float(epsilon))
 
     def record(self, noise_multiplier: float, sampling_rate: float, steps: int = 1) -> None:
         if self.segments and self.segments[-1][:2] == [noise_multiplier, sampling_rate]:
@@ -138,11 +145,11 @@ class GaussianLedger:
                 segments[-1][2] += extra[2]
             else:
                 segments.append(list(extra))
-        return _composed_epsilon(self.accountant, tuple(tuple(s) for s in segments), delta)
+        return sum(self.pure) + _composed_epsilon(self.accountant, tuple(tuple(s) for s in segments), delta)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"accountant": self.accountant, "segments": [list(s) for s in self.segments]}
+        return {"accountant": self.accountant, "segments": [list(s) for s in self.segments], "pure": list(self.pure)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> GaussianLedger:
-        return cls(d["accountant"], [list(s) for s in d["segments"]])
+        return cls(d["accountant"], [list(s) for s in d["segments"]], [float(e) for e in d.get("pure", [])])

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from unseen.errors import UnseenError
+from unseen.privacy.accounting import GaussianLedger
 from unseen.privacy.guarantee import PrivacyGuarantee
 
 THREAT_MODEL = ("Anyone who sees the answers learns at most epsilon-bounded information about any one "
@@ -50,11 +51,12 @@ class QuerySession:
     frame: pd.DataFrame
     epsilon: float
     confidence: float = 0.95
-    spent: float = 0.0
     answers: list[DPAnswer] = field(default_factory=list)
     prior: PrivacyGuarantee | None = None
     person: str | None = None  # column identifying a person who may own several rows
     max_rows: int = 1  # rows kept per person (the contribution limit); the guarantee is per person
+    # The same ledger type that accounts training: every answer is recorded as a pure-DP release.
+    ledger: GaussianLedger = field(default_factory=GaussianLedger)
 
     def __post_init__(self) -> None:
         if self.person is not None:
@@ -78,7 +80,12 @@ class QuerySession:
             if self.prior.epsilon > self.epsilon:  # type: ignore[operator]
                 raise BudgetExceeded(f"the prior release already spent epsilon {self.prior.epsilon:.4g}, more than "
                                      f"this budget of {self.epsilon:g}: nothing is left for queries.")
-            self.spent = float(self.prior.epsilon)  # type: ignore[arg-type]
+            self.ledger.record_pure(float(self.prior.epsilon))  # type: ignore[arg-type]
+
+    @property
+    def spent(self) -> float:
+        """Epsilon spent so far, the prior release included (from the ledger)."""
+        return self.ledger.epsilon(self.prior.delta if self.prior is not None else 1e-12)
 
     @property
     def remaining(self) -> float:
@@ -121,7 +128,7 @@ class QuerySession:
         alpha = 1 - self.confidence
         accuracy = float(dp.discrete_laplacian_scale_to_accuracy(scale, alpha) if kind is int
                          else dp.laplacian_scale_to_accuracy(scale, alpha))
-        self.spent += spent
+        self.ledger.record_pure(spent)
         return (int(value) if kind is int else float(value)), accuracy
 
     def _answer(self, query: str, value: Any, interval: tuple[float, float], epsilon: float) -> DPAnswer:
@@ -238,7 +245,7 @@ class QuerySession:
         spent = float(measurement.map(self.max_rows))
         self._charge(spent, query)
         noisy = measurement(rows)
-        self.spent += spent
+        self.ledger.record_pure(spent)
         acc = float(dp.discrete_laplacian_scale_to_accuracy(scale, 1 - self.confidence))
         counts = {k: int(v) for k, v in zip([*keys, "(other)"], noisy, strict=True)}
         return self._answer(query, counts, (-acc, acc), spent)  # the interval is the error of each bin
@@ -267,7 +274,7 @@ class QuerySession:
         spent = float(measurement.map(self.max_rows))
         self._charge(spent, query)
         index = int(measurement(values))
-        self.spent += spent
+        self.ledger.record_pure(spent)
         lo, hi = cands[max(index - 1, 0)], cands[min(index + 1, len(cands) - 1)]
         return self._answer(query, cands[index], (lo, hi), spent)
 

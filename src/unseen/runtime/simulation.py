@@ -109,6 +109,9 @@ def initial_state(plan: SimulationPlan, params: torch.Tensor) -> SimulationState
         ledgers["user"] = GaussianLedger(plan.accountant)
     if plan.dp_sgd is not None:
         ledgers.update({str(c): GaussianLedger(plan.accountant) for c in range(len(plan.clients))})
+    if plan.prior_epsilon:  # DP statistics released before on the same people: one ledger for both
+        for ledger in ledgers.values():
+            ledger.record_pure(plan.prior_epsilon)
     clip = plan.dp_fedavg.clip if plan.dp_fedavg is not None else None
     return SimulationState(0, params.detach().cpu().clone(), init_state(plan.server, params), ledgers=ledgers, clip=clip)
 
