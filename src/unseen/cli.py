@@ -381,6 +381,8 @@ def anonymize(
     sensitive: Annotated[str | None, typer.Option(help="sensitive column, for l-diversity and homogeneity")] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="write the release here (CSV)")] = None,
     targets: Annotated[int, typer.Option(help="people the linkage attacker knows")] = 2000,
+    hierarchies: Annotated[Path | None, typer.Option(help="JSON: {column: {value: [ancestors, most specific first]}}")] = None,
+    suppress: Annotated[float, typer.Option(help="fraction of the most outlying rows published with all QIs as *")] = 0.0,
     fmt: FormatOpt = "table",
 ) -> None:
     """k-anonymize a table (Mondrian) and attack the release: linkage before/after, homogeneity."""
@@ -393,7 +395,16 @@ def anonymize(
     frame = _read_table(csv)
     qis = [c.strip() for c in qi.split(",") if c.strip()]
     _columns(frame, qis + ([sensitive] if sensitive else []), "--qi/--sensitive")
-    release = mondrian(frame, qis, k)
+    declared = None
+    if hierarchies is not None:
+        try:
+            declared = json.loads(hierarchies.read_text())
+        except (OSError, ValueError) as exc:
+            raise UnseenError(f"--hierarchies {str(hierarchies)!r}: not a readable JSON file ({exc}).") from None
+    try:
+        release = mondrian(frame, qis, k, hierarchies=declared, suppress=suppress)
+    except ValueError as exc:
+        raise UnseenError(f"anonymize: {exc}") from None
     chosen = np.random.default_rng(0).choice(len(frame), min(targets, len(frame)), replace=False)
     label = sensitive or qis[0]
     before = linkage_attack(frame, raw_classes(frame, qis), chosen, label)
@@ -401,6 +412,7 @@ def anonymize(
     values: dict[str, Any] = {
         "rows": len(frame), "unique_on_qis": uniqueness(frame, qis), "k": k,
         "smallest_class": int(release.class_sizes().min()), "information_loss": information_loss(frame, release),
+        "suppressed_rows": int((release.table[qis[0]] == "*").sum()),
         "reidentification_before": before.reidentification_rate, "reidentification_after": after.reidentification_rate,
     }
     if sensitive:

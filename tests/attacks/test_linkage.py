@@ -54,3 +54,22 @@ def test_generalized_values_cover_the_originals():
     assert set(release.table["age"]) == {"[20-22]", "[40-42]"} and set(release.table["sex"]) == {"F|M"}
     with pytest.raises(ValueError):
         mondrian(frame, ["age"], 7)
+
+
+def test_hierarchies_publish_common_ancestors_and_suppression_spares_the_rest():
+    frame = pd.DataFrame({"age": [30, 31, 32, 33, 60, 61, 62, 63, 95],
+                          "country": ["France", "Germany", "France", "Germany", "Peru", "Chile", "Peru", "Chile",
+                                      "Japan"]})
+    hierarchy = {"country": {"France": ["Europe", "*"], "Germany": ["Europe", "*"], "Peru": ["America", "*"],
+                             "Chile": ["America", "*"], "Japan": ["Asia", "*"]}}
+    plain = mondrian(frame, ["age", "country"], 2)
+    assert any("|" in v for v in plain.table["country"])  # without a hierarchy: sets of values
+    release = mondrian(frame, ["age", "country"], 2, hierarchies=hierarchy)
+    assert set(release.table["country"]) <= {"Europe", "America", "Asia", "*", "France", "Germany", "Peru", "Chile"}
+    assert release.class_sizes().min() >= 2
+    spared = mondrian(frame, ["age", "country"], 2, hierarchies=hierarchy, suppress=0.2)
+    stars = spared.table["age"] == "*"
+    assert stars.sum() == 2 and spared.table.loc[stars, "country"].eq("*").all()  # one class of k rows
+    assert spared.class_sizes().min() >= 2 and (spared.classes[stars.to_numpy()] == spared.classes.max()).all()
+    with pytest.raises(ValueError, match="not a quasi-identifier"):
+        mondrian(frame, ["age"], 2, hierarchies=hierarchy)

@@ -4,7 +4,12 @@ Quasi-identifiers (QIs) are the columns an attacker can learn elsewhere (age, se
 splits the table recursively at the median of the widest QI while both halves keep at least ``k``
 rows; each final partition (an equivalence class) publishes its QIs generalized: numeric columns as
 the ``[min, max]`` range, categorical ones as the set of values present. Categorical columns are
-split in code order (the "ordered categorical" relaxation; no hierarchy needed). No formal privacy
+split in code order (the "ordered categorical" relaxation). With a declared hierarchy for a
+categorical QI (value -> its ancestors, most specific first), its values are ordered so that
+siblings are adjacent and a class publishes the lowest common ancestor of its values instead of the
+set ("Europe" rather than "France|Germany"). With ``suppress`` up to that fraction of rows, the
+most outlying ones (far from the median on every QI) are published with all QIs as "*" (in one class
+of at least ``k``), which spares the rest from wide generalizations. No formal privacy
 guarantee: k-anonymity bounds linkage by QIs only, and fails against homogeneity (see
 :mod:`unseen.attacks.linkage`).
 """
@@ -28,22 +33,58 @@ class Anonymized:
         return np.bincount(self.classes)
 
 
-def _codes(frame: pd.DataFrame, qis: list[str]) -> tuple[np.ndarray, list[bool]]:
+Hierarchy = dict[str, list[str]]  # value -> its ancestors, most specific first (the root last)
+
+
+def _codes(frame: pd.DataFrame, qis: list[str], hierarchies: dict[str, Hierarchy] | None = None
+           ) -> tuple[np.ndarray, list[bool]]:
     numeric = [pd.api.types.is_numeric_dtype(frame[c]) for c in qis]
-    cols = [frame[c].to_numpy(np.float64) if num else pd.Categorical(frame[c].astype(str)).codes.astype(np.float64)
-            for c, num in zip(qis, numeric, strict=True)]
+    cols = []
+    for c, num in zip(qis, numeric, strict=True):
+        if num:
+            cols.append(frame[c].to_numpy(np.float64))
+            continue
+        values = [str(v) for v in frame[c]]
+        h = (hierarchies or {}).get(c)
+        # With a hierarchy, order values by their path from the root, so that siblings are adjacent.
+        order = sorted(set(values), key=lambda v: ([*reversed(h.get(v, [])), v] if h else [v]))
+        cols.append(pd.Categorical(values, categories=order).codes.astype(np.float64))
     return np.column_stack(cols), numeric
 
 
-def mondrian(frame: pd.DataFrame, quasi_identifiers: list[str], k: int) -> Anonymized:
+def _lowest_common_ancestor(values: set[str], h: Hierarchy) -> str:
+    if len(values) == 1:
+        return next(iter(values))
+    paths = [[v, *h.get(v, ["*"])] for v in values]
+    common = set(paths[0]).intersection(*paths[1:])
+    return next((a for a in paths[0] if a in common), "*")
+
+
+def mondrian(frame: pd.DataFrame, quasi_identifiers: list[str], k: int, *,
+             hierarchies: dict[str, Hierarchy] | None = None, suppress: float = 0.0) -> Anonymized:
     """A k-anonymous generalization of ``frame`` on ``quasi_identifiers``."""
     if k < 1 or k > len(frame):
         raise ValueError(f"k must be between 1 and the number of rows ({len(frame)}), got {k}")
-    values, numeric = _codes(frame, quasi_identifiers)
+    if not 0 <= suppress < 1:
+        raise ValueError(f"suppress must be a fraction in [0, 1), got {suppress}")
+    for c in hierarchies or {}:
+        if c not in quasi_identifiers:
+            raise ValueError(f"a hierarchy is declared for {c!r}, which is not a quasi-identifier")
+    values, numeric = _codes(frame, quasi_identifiers, hierarchies)
+    suppressed = np.zeros(len(frame), dtype=bool)
+    if suppress > 0:
+        spread = np.ptp(values, axis=0)
+        spread[spread == 0] = 1.0
+        outlying = (np.abs(values - np.median(values, axis=0)) / spread).sum(axis=1)
+        count = int(suppress * len(frame))
+        if 0 < count < k:
+            count = k  # a suppressed class must hold k rows too
+        if count and len(frame) - count >= k:
+            suppressed[np.argsort(-outlying, kind="stable")[:count]] = True
     spans = np.ptp(values, axis=0)
     spans[spans == 0] = 1.0
     classes = np.empty(len(frame), dtype=np.int64)
-    stack = [np.arange(len(frame))]
+    stack = [np.flatnonzero(~suppressed)]
     next_id = 0
     while stack:
         rows = stack.pop()
@@ -59,6 +100,8 @@ def mondrian(frame: pd.DataFrame, quasi_identifiers: list[str], k: int) -> Anony
         else:
             classes[rows] = next_id
             next_id += 1
+    if suppressed.any():
+        classes[suppressed] = next_id
     table = frame.copy()
     for c, num in zip(quasi_identifiers, numeric, strict=True):
         grouped = frame[c].groupby(classes)
@@ -66,8 +109,13 @@ def mondrian(frame: pd.DataFrame, quasi_identifiers: list[str], k: int) -> Anony
             lo, hi = grouped.transform("min"), grouped.transform("max")
             table[c] = [str(a) if a == b else f"[{a}-{b}]" for a, b in zip(lo, hi, strict=True)]
         else:
-            labels = grouped.agg(lambda s: "|".join(sorted(set(map(str, s)))))
-            table[c] = labels.to_numpy()[classes]
+            h = (hierarchies or {}).get(c)
+            labels = {cls: (_lowest_common_ancestor(set(map(str, vals)), h) if h else "|".join(sorted(set(map(str, vals)))))
+                      for cls, vals in grouped}
+            table[c] = [labels[cls] for cls in classes]
+        if suppressed.any():
+            table[c] = table[c].astype(object)
+            table.loc[suppressed, c] = "*"
     return Anonymized(table, classes, k, tuple(quasi_identifiers))
 
 
