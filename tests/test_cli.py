@@ -118,12 +118,16 @@ def _people_csv(path: Path) -> Path:
 def test_anonymize_and_reconstruct_any_table(tmp_path):
     table = _people_csv(tmp_path / "people.csv")
     report = json.loads(unseen("anonymize", "--csv", str(table), "--qi", "age,zip,sex", "--k", "5",
-                               "--sensitive", "diagnosis", "-o", str(tmp_path / "release.csv"), "--format", "json").stdout)
+                               "--sensitive", "diagnosis", "-o", str(tmp_path / "release.csv"), "--format", "json",
+                               "--suppress", "0.05", "--report", str(tmp_path / "rep")).stdout)
     assert report["smallest_class"] >= 5 and report["reidentification_after"] <= 0.2
     assert report["reidentification_before"] > report["reidentification_after"]
     assert (tmp_path / "release.csv").is_file()
+    assert report["suppressed_rows"] >= 5 and json.loads((tmp_path / "rep" / "anonymize.json").read_text()) == report
+    assert 'id="summary"' in (tmp_path / "rep" / "anonymize.html").read_text()
     rec = json.loads(unseen("attack", "reconstruct", "--csv", str(table), "--column", "sex", "--rows", "200",
-                            "--format", "json").stdout)
+                            "--format", "json", "--report", str(tmp_path / "rep")).stdout)
+    assert "recovered from exact counts" in (tmp_path / "rep" / "reconstruction.html").read_text()
     assert rec["recovered_from_exact_counts"] >= 0.95 and rec["recovered_from_dp_counts_eps_1"] <= 0.7
     bad = unseen("anonymize", "--csv", str(table), "--qi", "height", check=False)
     assert bad.returncode == 2 and "height" in bad.stderr and "Traceback" not in bad.stderr

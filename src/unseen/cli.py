@@ -344,6 +344,7 @@ def attack_reconstruct(
     rows: Annotated[int, typer.Option(help="rows attacked (random sample)")] = 500,
     epsilon: Annotated[float, typer.Option(help="epsilon for the DP release of the same counts")] = 1.0,
     seed: int = 0,
+    report: Annotated[Path | None, typer.Option(help="write reconstruction.json and reconstruction.html here")] = None,
     fmt: FormatOpt = "table",
 ) -> None:
     """Dinur-Nissim: recover a binary column from n log n exact subset counts, and from DP counts."""
@@ -367,6 +368,12 @@ def attack_reconstruct(
               "recovered_from_exact_counts": exact.recovered_fraction,
               f"recovered_from_dp_counts_eps_{epsilon:g}": noisy.recovered_fraction,
               "majority_guess": exact.baseline_fraction}
+    if report is not None:
+        from unseen.report.html import write_summary
+
+        write_summary(report, "reconstruction", f"Reconstruction of {column} from subset counts", values,
+                      "Dinur-Nissim: least squares over n log n random subset counts; the DP release uses OpenDP's "
+                      "discrete Laplace with the noise calibrated to the whole query set.")
     if fmt == "json":
         out.print_json(json.dumps(values))
     else:
@@ -383,6 +390,7 @@ def anonymize(
     targets: Annotated[int, typer.Option(help="people the linkage attacker knows")] = 2000,
     hierarchies: Annotated[Path | None, typer.Option(help="JSON: {column: {value: [ancestors, most specific first]}}")] = None,
     suppress: Annotated[float, typer.Option(help="fraction of the most outlying rows published with all QIs as *")] = 0.0,
+    report: Annotated[Path | None, typer.Option(help="write anonymize.json and anonymize.html in this folder")] = None,
     fmt: FormatOpt = "table",
 ) -> None:
     """k-anonymize a table (Mondrian) and attack the release: linkage before/after, homogeneity."""
@@ -421,6 +429,12 @@ def anonymize(
     if output is not None:
         release.table.to_csv(output, index=False)
         values["release"] = str(output)
+    if report is not None:
+        from unseen.report.html import write_summary
+
+        write_summary(report, "anonymize", f"{k}-anonymous release of {csv.name}", values,
+                      "k-anonymity bounds linkage on the quasi-identifiers only; it is not differential privacy "
+                      "(no formal guarantee), and homogeneity still discloses attributes where l-diversity fails.")
     if fmt == "json":
         out.print_json(json.dumps(values))
     else:

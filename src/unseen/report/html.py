@@ -68,3 +68,12 @@ def write_report(run_dir: str | Path) -> Path:
 def render_queries(result: dict[str, Any], table: str) -> str:
     """The page for one DP query session (``unseen query --output DIR``)."""
     return _ENV.get_template("queries.html.j2").render(r=result, table=table)
+
+
+def write_summary(folder: Path, name: str, title: str, values: dict[str, Any], note: str) -> tuple[Path, Path]:
+    """``name``.json and ``name``.html for a one-table result (anonymize, reconstruct) in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    json_path, html_path = folder / f"{name}.json", folder / f"{name}.html"
+    json_path.write_text(json.dumps(values, indent=2, default=float))
+    html_path.write_text(_ENV.get_template("summary.html.j2").render(title=title, values=values, note=note))
+    return json_path, html_path
