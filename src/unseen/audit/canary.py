@@ -103,7 +103,7 @@ def one_run_audit(scores: np.ndarray, included: np.ndarray, *, delta: float = 0.
         top, bottom = order[:k], order[m - k:]
         v = int(included[top].sum() + (~included[bottom]).sum())
         eps = epsilon_lower_bound(m, 2 * k, v, delta, alpha)
-        if eps > best[0] or best[1] == 0:
+        if eps > best[0] or best[1] == 0 or (eps == best[0] and 2 * k > best[1]):  # ties: the most guesses
             best = (eps, 2 * k, v)
     return CanaryAudit(m, int(included.sum()), best[1], best[2], best[0], confidence, delta, formal_epsilon)
 
