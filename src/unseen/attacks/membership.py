@@ -8,6 +8,8 @@ metrics. The loss attack needs only the model; LiRA and RMIA also use reference 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from scipy import stats
@@ -21,36 +23,36 @@ THREAT_MODEL = ("The attacker has the final model's weights and a candidate reco
 
 
 @torch.no_grad()
+def per_record(model: nn.Module, params: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
+               statistic: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], batch_size: int = 2048) -> np.ndarray:
+    """``statistic(logits, labels)`` for every record, batch by batch, with the logits in float64."""
+    set_flat(model, params)
+    model.eval()
+    out = [statistic(model(x[start : start + batch_size]).double(), y[start : start + batch_size]).cpu().numpy()
+           for start in range(0, len(y), batch_size)]
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def _others(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The logits with the true class masked out (-inf)."""
+    return logits.scatter(1, labels[:, None], -torch.inf)
+
+
 def loss_scores(model: nn.Module, params: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
                 batch_size: int = 2048) -> np.ndarray:
     """Membership scores (negative per-record cross-entropy; higher = more likely a member)."""
-    set_flat(model, params)
-    model.eval()
-    out = []
-    for start in range(0, len(y), batch_size):
-        logits = model(x[start : start + batch_size]).double()
-        out.append(-F.cross_entropy(logits, y[start : start + batch_size], reduction="none").cpu().numpy())
-    return np.concatenate(out) if out else np.zeros(0)
+    return per_record(model, params, x, y, lambda z, t: -F.cross_entropy(z, t, reduction="none"), batch_size)
 
 
 MARGIN_THREAT_MODEL = ("The attacker has the final model and candidate records with labels, and guesses membership "
                        "from the logit margin of the true class over the best other class.")
 
 
-@torch.no_grad()
 def margin_scores(model: nn.Module, params: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
                   batch_size: int = 2048) -> np.ndarray:
     """Logit margin ``z_y - max_{j != y} z_j`` per record (higher = more likely a member), in float64."""
-    set_flat(model, params)
-    model.eval()
-    out = []
-    for start in range(0, len(y), batch_size):
-        logits = model(x[start : start + batch_size]).double()
-        yb = y[start : start + batch_size]
-        others = logits.clone()
-        others.scatter_(1, yb[:, None], -torch.inf)
-        out.append((logits.gather(1, yb[:, None])[:, 0] - others.max(1).values).cpu().numpy())
-    return np.concatenate(out) if out else np.zeros(0)
+    return per_record(model, params, x, y,
+                      lambda z, t: z.gather(1, t[:, None])[:, 0] - _others(z, t).max(1).values, batch_size)
 
 
 # ---------------------------------------------------------------- attacks with reference models
@@ -63,26 +65,19 @@ RMIA_THREAT_MODEL = (
     "models trained on population data (Zarifzadeh et al. 2024).")
 
 
-@torch.no_grad()
 def true_class_logits(model: nn.Module, params: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
                       batch_size: int = 2048) -> tuple[np.ndarray, np.ndarray]:
     """Per record: the model's probability of the true label, and its logit-scaled confidence
     ``log p - log(1 - p)`` (LiRA's statistic), both computed stably in float64."""
-    set_flat(model, params)
-    model.eval()
-    probs, phis = [], []
-    for start in range(0, len(y), batch_size):
-        logits = model(x[start : start + batch_size]).double()
-        yb = y[start : start + batch_size]
-        log_p = torch.log_softmax(logits, dim=1)
-        true = log_p.gather(1, yb[:, None])[:, 0]
-        others = logits.clone()
-        others.scatter_(1, yb[:, None], -torch.inf)
+
+    def both(z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        true = torch.log_softmax(z, dim=1).gather(1, t[:, None])[:, 0]
         # log(p / (1 - p)) = z_y - logsumexp_{j != y} z_j: no cancellation when p is close to 1.
-        phi = logits.gather(1, yb[:, None])[:, 0] - torch.logsumexp(others, dim=1)
-        probs.append(true.exp().cpu().numpy())
-        phis.append(phi.cpu().numpy())
-    return (np.concatenate(probs), np.concatenate(phis)) if probs else (np.zeros(0), np.zeros(0))
+        phi = z.gather(1, t[:, None])[:, 0] - torch.logsumexp(_others(z, t), dim=1)
+        return torch.stack([true.exp(), phi], dim=1)
+
+    out = per_record(model, params, x, y, both, batch_size).reshape(-1, 2)
+    return out[:, 0], out[:, 1]
 
 
 def lira_scores(target_phi: np.ndarray, ref_phi: np.ndarray, ref_in: np.ndarray, *, online: bool = True,
