@@ -13,6 +13,7 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -73,49 +74,40 @@ def secure_sum(
         book[stage] = book.get(stage, 0) + len(msg)
         return msg
 
-    def client_clock(stage: str, start: float) -> None:
-        res.client_seconds[stage] = res.client_seconds.get(stage, 0.0) + time.perf_counter() - start
+    def client_stage(stage: str, receivers: list[int], step: Callable[[int, bytes | None], bytes],
+                     down: Mapping[int, bytes] | None = None, down_stage: str = "") -> dict[int, bytes]:
+        """Each live client reads the server's message of the previous stage (if any) and answers."""
+        up: dict[int, bytes] = {}
+        for c in alive(stage, receivers):
+            incoming = send(down_stage, "down", c, down[c]) if down is not None else None
+            t = time.perf_counter()
+            msg = step(c, incoming)
+            res.client_seconds[stage] = res.client_seconds.get(stage, 0.0) + time.perf_counter() - t
+            up[c] = send(stage, "up", c, msg)
+        return up
+
+    def server_stage(stage: str, step: Callable[..., Any], *args: Any) -> Any:
+        t = time.perf_counter()
+        out = step(*args)
+        res.server_seconds[stage] = time.perf_counter() - t
+        return out
 
     states: dict[int, secagg.ClientState] = {}
-    up: dict[int, bytes] = {}
-    for c in alive("advertise", list(range(params.clients))):
-        t = time.perf_counter()
+
+    def advertise(c: int, _: bytes | None) -> bytes:
         states[c], msg = secagg.client_advertise(params, c)
-        client_clock("advertise", t)
-        up[c] = send("advertise", "up", c, msg)
-    t = time.perf_counter()
-    server, down = secagg.server_route_keys(params, up)
-    res.server_seconds["advertise"] = time.perf_counter() - t
+        return msg
 
-    up = {}
-    for c in alive("share_keys", sorted(down)):
-        t = time.perf_counter()
-        msg = secagg.client_share_keys(states[c], send("advertise", "down", c, down[c]))
-        client_clock("share_keys", t)
-        up[c] = send("share_keys", "up", c, msg)
-    t = time.perf_counter()
-    down = secagg.server_route_shares(server, up)
-    res.server_seconds["share_keys"] = time.perf_counter() - t
-
-    up = {}
-    for c in alive("masked_input", sorted(down)):
-        t = time.perf_counter()
-        msg = secagg.client_masked_input(states[c], send("share_keys", "down", c, down[c]), inputs[c])
-        client_clock("masked_input", t)
-        up[c] = send("masked_input", "up", c, msg)
-    t = time.perf_counter()
-    down = secagg.server_collect_masked(server, up)
-    res.server_seconds["masked_input"] = time.perf_counter() - t
-
-    up = {}
-    for c in alive("unmask", sorted(down)):
-        t = time.perf_counter()
-        msg = secagg.client_unmask(states[c], send("masked_input", "down", c, down[c]))
-        client_clock("unmask", t)
-        up[c] = send("unmask", "up", c, msg)
-    t = time.perf_counter()
-    res.total, res.survivors = secagg.server_unmask(server, up)
-    res.server_seconds["unmask"] = time.perf_counter() - t
+    up = client_stage("advertise", list(range(params.clients)), advertise)
+    server, down = server_stage("advertise", secagg.server_route_keys, params, up)
+    up = client_stage("share_keys", sorted(down), lambda c, m: secagg.client_share_keys(states[c], m),
+                      down, "advertise")
+    down = server_stage("share_keys", secagg.server_route_shares, server, up)
+    up = client_stage("masked_input", sorted(down),
+                      lambda c, m: secagg.client_masked_input(states[c], m, inputs[c]), down, "share_keys")
+    down = server_stage("masked_input", secagg.server_collect_masked, server, up)
+    up = client_stage("unmask", sorted(down), lambda c, m: secagg.client_unmask(states[c], m), down, "masked_input")
+    res.total, res.survivors = server_stage("unmask", secagg.server_unmask, server, up)
     return res
 
 
