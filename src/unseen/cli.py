@@ -330,6 +330,18 @@ def _read_table(path: Path) -> Any:
     return frame
 
 
+def _show_summary(values: dict[str, Any], title: str, fmt: str, report: Path | None, name: str, note: str) -> None:
+    """A one-table result: ``name``.json and .html in ``report`` if given, then JSON or a table on the terminal."""
+    if report is not None:
+        from unseen.report.html import write_summary
+
+        write_summary(report, name, title, values, note)
+    if fmt == "json":
+        out.print_json(json.dumps(values))
+    else:
+        out.print(tables.key_value_table(title, values))
+
+
 def _columns(frame: Any, names: list[str], option: str) -> None:
     missing = [n for n in names if n not in frame.columns]
     if missing:
@@ -368,16 +380,9 @@ def attack_reconstruct(
               "recovered_from_exact_counts": exact.recovered_fraction,
               f"recovered_from_dp_counts_eps_{epsilon:g}": noisy.recovered_fraction,
               "majority_guess": exact.baseline_fraction}
-    if report is not None:
-        from unseen.report.html import write_summary
-
-        write_summary(report, "reconstruction", f"Reconstruction of {column} from subset counts", values,
-                      "Dinur-Nissim: least squares over n log n random subset counts; the DP release uses OpenDP's "
-                      "discrete Laplace with the noise calibrated to the whole query set.")
-    if fmt == "json":
-        out.print_json(json.dumps(values))
-    else:
-        out.print(tables.key_value_table("reconstruction attack (Dinur-Nissim)", values))
+    _show_summary(values, "reconstruction attack (Dinur-Nissim)", fmt, report, "reconstruction",
+                  "Dinur-Nissim: least squares over n log n random subset counts; the DP release uses OpenDP's "
+                  "discrete Laplace with the noise calibrated to the whole query set.")
 
 
 @app.command()
@@ -429,16 +434,9 @@ def anonymize(
     if output is not None:
         release.table.to_csv(output, index=False)
         values["release"] = str(output)
-    if report is not None:
-        from unseen.report.html import write_summary
-
-        write_summary(report, "anonymize", f"{k}-anonymous release of {csv.name}", values,
-                      "k-anonymity bounds linkage on the quasi-identifiers only; it is not differential privacy "
-                      "(no formal guarantee), and homogeneity still discloses attributes where l-diversity fails.")
-    if fmt == "json":
-        out.print_json(json.dumps(values))
-    else:
-        out.print(tables.key_value_table(f"{k}-anonymous release of {csv.name}", values))
+    _show_summary(values, f"{k}-anonymous release of {csv.name}", fmt, report, "anonymize",
+                  "k-anonymity bounds linkage on the quasi-identifiers only; it is not differential privacy "
+                  "(no formal guarantee), and homogeneity still discloses attributes where l-diversity fails.")
 
 
 @app.command()

@@ -105,12 +105,14 @@ class QuerySession:
         return "record" if self.person is None else "user"
 
     def _release(self, query: str, values: list, chain_fn, sensitivity: float, epsilon: float,  # type: ignore[no-untyped-def]
-                 kind: type = int) -> tuple[float, float]:
-        """Run an OpenDP clamp-aggregate-Laplace chain; its privacy map, at the contribution limit, is the charge."""
+                 kind: type = int) -> tuple[Any, float]:
+        """Run an OpenDP aggregate-then-Laplace chain over values of type ``kind`` (int, float or str);
+        its privacy map, at the contribution limit, is the charge. Float aggregates get the continuous
+        Laplace, everything else (counts, integer sums) the discrete one."""
         import opendp.prelude as dp
 
         dp.enable_features("contrib")
-        atom = dp.atom_domain(T=int) if kind is int else dp.atom_domain(T=float, nan=False)
+        atom = dp.atom_domain(T=float, nan=False) if kind is float else dp.atom_domain(T=kind)
         space = (dp.vector_domain(atom), dp.symmetric_distance())
 
         def build(scale: float):  # type: ignore[no-untyped-def]
@@ -126,10 +128,12 @@ class QuerySession:
         self._charge(spent, query)
         value = measurement(values)
         alpha = 1 - self.confidence
-        accuracy = float(dp.discrete_laplacian_scale_to_accuracy(scale, alpha) if kind is int
-                         else dp.laplacian_scale_to_accuracy(scale, alpha))
+        accuracy = float(dp.laplacian_scale_to_accuracy(scale, alpha) if kind is float
+                         else dp.discrete_laplacian_scale_to_accuracy(scale, alpha))
         self.ledger.record_pure(spent)
-        return (int(value) if kind is int else float(value)), accuracy
+        if isinstance(value, list):  # a vector of counts (histogram)
+            return value, accuracy
+        return (float(value) if kind is float else int(value)), accuracy
 
     def _answer(self, query: str, value: Any, interval: tuple[float, float], epsilon: float) -> DPAnswer:
         guarantee = PrivacyGuarantee(mechanism="discrete Laplace (OpenDP)", unit=self.unit, epsilon=epsilon, delta=0.0,  # type: ignore[arg-type]
@@ -226,8 +230,6 @@ class QuerySession:
         Each record falls in one bin (or the extra "other" bin), so one record changes the vector by 1
         in L1: parallel composition, one epsilon for all bins. ``value`` is the dict of noisy counts.
         """
-        import opendp.prelude as dp
-
         cols = [columns] if isinstance(columns, str) else list(columns)
         for c in cols:
             if c not in self.frame.columns:
@@ -237,18 +239,11 @@ class QuerySession:
         if len(set(keys)) != len(keys):
             raise UnseenError(f"{query}: categories must be distinct")
         rows = self.frame[cols].astype(str).agg("|".join, axis=1).tolist()
-        dp.enable_features("contrib")
-        space = (dp.vector_domain(dp.atom_domain(T=str)), dp.symmetric_distance())
-        scale = self.max_rows / epsilon  # one person moves up to max_rows rows: L1 distance max_rows
-        measurement = dp.t.make_count_by_categories(*space, categories=keys, MO=dp.L1Distance[int]) >> \
-            dp.m.then_laplace(scale=scale)
-        spent = float(measurement.map(self.max_rows))
-        self._charge(spent, query)
-        noisy = measurement(rows)
-        self.ledger.record_pure(spent)
-        acc = float(dp.discrete_laplacian_scale_to_accuracy(scale, 1 - self.confidence))
+        noisy, acc = self._release(
+            query, rows, lambda dp, s: dp.t.make_count_by_categories(*s, categories=keys, MO=dp.L1Distance[int]),
+            1, epsilon, str)
         counts = {k: int(v) for k, v in zip([*keys, "(other)"], noisy, strict=True)}
-        return self._answer(query, counts, (-acc, acc), spent)  # the interval is the error of each bin
+        return self._answer(query, counts, (-acc, acc), epsilon)  # the interval is the error of each bin
 
     def quantile(self, column: str, q: float, candidates: list[float], epsilon: float) -> DPAnswer:
         """The ``q``-quantile of ``column`` among declared ``candidates`` (OpenDP's quantile score with
