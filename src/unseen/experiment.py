@@ -37,7 +37,7 @@ from unseen.data import DATASETS, Dataset, load, partition
 from unseen.data.datasets import FILE_DATASET
 from unseen.errors import CheckpointError, SpecError, UnseenError
 from unseen.federated import LocalTraining, ServerOptimizer, evaluate, get_flat
-from unseen.federated.params import set_flat
+from unseen.federated.params import set_flat, unflatten
 from unseen.federated.server import DEFAULT_LR
 from unseen.models import init_model
 from unseen.privacy import PrivacyGuarantee, calibrate_noise
@@ -749,7 +749,7 @@ def _inversion_audit(spec: ExperimentSpec, plan: SimulationPlan, dataset: Datase
                                   hidden=tuple(spec.model.hidden))).to(plan.test[0].device)
     selected = sample_clients(len(plan.clients), plan.clients_per_round, plan.seed, 1)
     updates = {c: client_update(plan, initial, c, client_generator(plan.seed, 1, c)) for c in selected}
-    mean, std = _pixel_scale(dataset)
+    mean, std = dataset.pixel_scale or (0.0, 1.0)
 
     def pixels(z: torch.Tensor) -> torch.Tensor:
         return (z * std + mean).clamp(0, 1)
@@ -757,10 +757,7 @@ def _inversion_audit(spec: ExperimentSpec, plan: SimulationPlan, dataset: Datase
     def attack(delta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, steps_taken: int) -> dict[str, Any]:
         set_flat(plan.model, initial)
         k = min(audit.inversion_images, len(y))
-        parts, offset = [], 0
-        for p in plan.model.parameters():
-            parts.append(delta[offset:offset + p.numel()].reshape(p.shape).to(p.device))
-            offset += p.numel()
+        parts = unflatten(plan.model, delta)
         unroll = steps_taken if steps_taken <= 4 and len(y) <= audit.inversion_images else None
         rec = invert_gradients(plan.model, parts if unroll else [-g for g in parts], tuple(dataset.input_shape),
                                labels=y[:k].tolist(), local_steps=unroll, local_lr=plan.local.lr,
@@ -800,7 +797,7 @@ def _robustness_audit(spec: ExperimentSpec, plan: SimulationPlan, state: Simulat
 
     n = min(1000, len(plan.test[1]))
     image = len(dataset.input_shape) == 3
-    mean, std = _pixel_scale(dataset) if image else (0.0, 1.0)
+    mean, std = (dataset.pixel_scale or (0.0, 1.0)) if image else (0.0, 1.0)
     curve = robustness_curve(plan.model, state.params, plan.test[0][:n], plan.test[1][:n],
                              (0.0, 0.05, 0.1, 0.2, 0.3), steps=20, mean=mean, std=std,
                              bounds=(0.0, 1.0) if image else None, seed=spec.seed)
@@ -808,18 +805,9 @@ def _robustness_audit(spec: ExperimentSpec, plan: SimulationPlan, state: Simulat
             "threat_model": PGD_THREAT}
 
 
-def _pixel_scale(dataset: Dataset) -> tuple[float, float]:
-    """The standardisation of an image dataset (mean, std), to measure PSNR on [0, 1] pixels."""
-    return {"mnist": (0.1307, 0.3081), "femnist": (0.1307, 0.3081), "fashion_mnist": (0.2860, 0.3530)}.get(
-        dataset.name, (0.0, 1.0))
-
-
-def _audit(spec: ExperimentSpec, plan: SimulationPlan, state: SimulationState, dataset: Dataset,
-           parts: list[np.ndarray]) -> dict[str, Any]:
-    """Run the spec's attacks against the final model: training records are members, test records not."""
-    out = {"canary": _canary_audit(spec, plan, state)} if plan.canaries is not None else {}
-    if not spec.audit.attacks:
-        return out
+def _loss_audit(spec: ExperimentSpec, plan: SimulationPlan, state: SimulationState, dataset: Dataset,
+                delta: float) -> dict[str, Any]:
+    """The loss-threshold attack: training records as members, test records as non-members."""
     from unseen.attacks.membership import THREAT_MODEL, loss_scores
     from unseen.audit import audit_scores
 
@@ -833,19 +821,27 @@ def _audit(spec: ExperimentSpec, plan: SimulationPlan, state: SimulationState, d
     x_out, y_out = plan.test[0][torch.from_numpy(outsiders)], plan.test[1][torch.from_numpy(outsiders)]
     scores_in = loss_scores(plan.model, state.params, x_in, y_in)
     scores_out = loss_scores(plan.model, state.params, x_out, y_out)
-    delta = plan.budget[1] if plan.budget is not None else 0.0
     result = audit_scores(scores_in, scores_out, delta=delta)
     # The members the attack is surest about: the records this model exposes most.
     top = np.argsort(-scores_in)[:10]
     vulnerable = [{"train_index": int(members[i]), "label": int(y_in[i]), "loss": float(-scores_in[i])} for i in top]
-    if "loss" in spec.audit.attacks:
-        out["loss"] = {**result.to_dict(), "threat_model": THREAT_MODEL, "most_vulnerable": vulnerable,
-                       "roc": {"fpr": result.fpr.tolist(), "tpr": result.tpr.tolist()}}
-    if "gradient_inversion" in spec.audit.attacks:
+    return {**result.to_dict(), "threat_model": THREAT_MODEL, "most_vulnerable": vulnerable,
+            "roc": {"fpr": result.fpr.tolist(), "tpr": result.tpr.tolist()}}
+
+
+def _audit(spec: ExperimentSpec, plan: SimulationPlan, state: SimulationState, dataset: Dataset,
+           parts: list[np.ndarray]) -> dict[str, Any]:
+    """Run the spec's attacks against the final model."""
+    out = {"canary": _canary_audit(spec, plan, state)} if plan.canaries is not None else {}
+    attacks = spec.audit.attacks
+    delta = plan.budget[1] if plan.budget is not None else 0.0
+    if "loss" in attacks:
+        out["loss"] = _loss_audit(spec, plan, state, dataset, delta)
+    if "gradient_inversion" in attacks:
         out["gradient_inversion"] = _inversion_audit(spec, plan, dataset)
-    if "pgd" in spec.audit.attacks:
+    if "pgd" in attacks:
         out["pgd"] = _robustness_audit(spec, plan, state, dataset)
-    with_references = [a for a in spec.audit.attacks if a not in ("loss", "gradient_inversion", "pgd")]
+    with_references = [a for a in attacks if a not in ("loss", "gradient_inversion", "pgd")]
     if with_references:
         out.update(_reference_attacks(spec, plan, parts, dataset, state.params, with_references, spec.audit.references,
                                       min(spec.audit.max_records, 1000), spec.seed, delta))

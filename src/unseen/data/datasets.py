@@ -48,6 +48,7 @@ class Dataset:
     class_names: list[str] = field(default_factory=list)
     feature_names: list[str] = field(default_factory=list)
     silo_names: list[str] | None = None
+    pixel_scale: tuple[float, float] | None = None  # images: (mean, std) of the standardisation of [0, 1] pixels
 
     @property
     def has_silos(self) -> bool:
@@ -106,7 +107,7 @@ def _idx_dataset(name: str, files: tuple[RemoteFile, ...], mean: float, std: flo
 
     train = Split(images("train-images-idx3-ubyte.gz"), read_idx(paths["train-labels-idx1-ubyte.gz"]).astype(np.int64))
     test = Split(images("t10k-images-idx3-ubyte.gz"), read_idx(paths["t10k-labels-idx1-ubyte.gz"]).astype(np.int64))
-    return Dataset(name, train, test, 10, (1, 28, 28), classes)
+    return Dataset(name, train, test, 10, (1, 28, 28), classes, pixel_scale=(mean, std))
 
 
 def _load_mnist(**_: object) -> Dataset:
@@ -121,6 +122,9 @@ def _load_fashion(**_: object) -> Dataset:
 # --- FEMNIST (LEAF per-writer shards) ---------------------------------------------------------
 
 FEMNIST_FILES = tuple(RemoteFile(f"femnist-leaf/{p}", sha) for p, sha in sorted(FEMNIST_SHA256.items()))
+
+
+_FEMNIST_SCALE = (0.1307, 0.3081)  # MNIST's standardisation: FEMNIST is inverted to MNIST's convention
 
 
 def _load_femnist(**_: object) -> Dataset:
@@ -140,10 +144,10 @@ def _load_femnist(**_: object) -> Dataset:
                 gs.append(np.full(len(data["y"]), gid, dtype=np.int64))
         # LEAF stores 1.0 as white background; invert to MNIST's convention (ink is high).
         x = (1.0 - np.concatenate(xs)).reshape(-1, 1, 28, 28)
-        splits[part] = Split((x - 0.1307) / 0.3081, np.concatenate(ys), np.concatenate(gs))
+        splits[part] = Split((x - _FEMNIST_SCALE[0]) / _FEMNIST_SCALE[1], np.concatenate(ys), np.concatenate(gs))
     classes = [str(i) for i in range(10)] + [chr(c) for c in range(65, 91)] + [chr(c) for c in range(97, 123)]
     return Dataset("femnist", splits["train"], splits["test"], 62, (1, 28, 28), classes,
-                   silo_names=list(writers))
+                   silo_names=list(writers), pixel_scale=_FEMNIST_SCALE)
 
 
 # --- Tabular sets -----------------------------------------------------------------------------
