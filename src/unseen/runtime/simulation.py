@@ -213,10 +213,11 @@ def run_round(
         if plan.adversary is not None and c < plan.adversary.count:
             update = corrupt(update, plan.adversary.kind, plan.adversary.factor, gen)
         with _timed(stages, "serialize"):
-            if c in gone and plan.secure is None:
-                pass  # trained, then vanished before sending anything
-            elif plan.secure is not None:
-                received[c] = update  # it travels masked or encrypted, inside the secure-aggregation protocol
+            if plan.secure is not None:
+                # It travels masked or encrypted inside the protocol, which also plays the dropouts.
+                received[c] = update
+            elif c in gone:
+                pass  # a dropped client trained, then vanished before sending anything
             elif plan.serialize:
                 payload = wire.encode(update)
                 bytes_up += len(payload)
