@@ -39,6 +39,7 @@ from unseen.errors import CheckpointError, SpecError, UnseenError
 from unseen.federated import LocalTraining, ServerOptimizer, evaluate, get_flat
 from unseen.federated.params import set_flat, unflatten
 from unseen.federated.server import DEFAULT_LR
+from unseen.federated.vectorized import why_not_vectorizable
 from unseen.models import init_model
 from unseen.privacy import PrivacyGuarantee, calibrate_noise
 from unseen.privacy.accounting import accountant_name
@@ -47,6 +48,7 @@ from unseen.privacy.dp_fedavg import DPFedAvg
 from unseen.privacy.dpsgd import DPSGD, check_model, steps_per_epoch
 from unseen.report.html import write_report
 from unseen.runtime.checkpoint import load_latest, save_checkpoint
+from unseen.runtime.clients import default_worker_threads
 from unseen.runtime.secure import SecureAggregation, secure_params
 from unseen.runtime.simulation import (
     STAGES,
@@ -82,6 +84,8 @@ class DataSpec(_Section):
     silo_column: str | None = Field(None, description="column naming the silo each row belongs to")
     test_fraction: float = Field(0.25, gt=0, lt=1)
     partition: PartitionSpec = PartitionSpec()
+    samples_per_client: int | None = Field(
+        None, ge=1, description="keep at most this many of each client's samples (small silos, quick sweeps)")
 
     @field_validator("name")
     @classmethod
@@ -105,7 +109,7 @@ class DataSpec(_Section):
 
 
 class ModelSpec(_Section):
-    name: Literal["logreg", "mlp", "cnn", "dp_cnn", "he_cnn"] = "logreg"
+    name: Literal["logreg", "mlp", "lenet", "cnn", "dp_cnn", "he_cnn"] = "logreg"
     hidden: list[int] = Field(default_factory=lambda: [200, 200], description="MLP hidden layer widths")
 
     @field_validator("hidden")
@@ -219,6 +223,23 @@ class RuntimeSpec(_Section):
     eval_batch_size: int = Field(2048, ge=1)
     grad_sample_mode: Literal["ghost", "hooks", "functorch", "ew"] = Field(
         "ghost", description="how Opacus gets per-sample gradient norms for DP-SGD (ghost clipping is fastest)")
+    vectorize: Literal["auto", "on", "off"] = Field(
+        "auto", description="train a round's clients together with torch.func (auto: for models without "
+                            "convolutions, where it is measured faster; see docs/performance.md)")
+    chunk: int = Field(32, ge=1, description="clients per vectorized call: lower it to bound memory")
+    workers: int = Field(1, ge=1, description="processes (or Ray actors) that train slices of each round in parallel")
+    worker_threads: int | None = Field(None, ge=1, description="torch threads per worker (default: cores / workers)")
+    backend: Literal["local", "ray"] = "local"
+    address: str | None = Field(None, description="Ray cluster address for backend = 'ray' (default: a local Ray)")
+
+    @model_validator(mode="after")
+    def _runner(self) -> RuntimeSpec:
+        if self.address is not None and self.backend != "ray":
+            raise ValueError("runtime.address is the Ray cluster address: set runtime.backend = 'ray' too")
+        if self.workers > 1 and self.device == "cuda":
+            raise ValueError("runtime.workers > 1 forks processes, which cannot share a CUDA context: "
+                             "use runtime.workers = 1 on a GPU (vectorized clients use it well)")
+        return self
 
 
 class ExperimentSpec(_Section):
@@ -625,6 +646,8 @@ def build_plan(spec: ExperimentSpec, dataset: Dataset, device: torch.device) -> 
         p = spec.data.partition
         parts = partition(dataset.train.y, n_clients, p.method, seed=spec.seed, alpha=p.alpha,
                           shards_per_client=p.shards_per_client, groups=dataset.train.groups)
+        if spec.data.samples_per_client is not None:  # a partition is a random subset: its head is one too
+            parts = [part[: spec.data.samples_per_client] for part in parts]
     x = torch.from_numpy(dataset.train.x).to(device)
     y = torch.from_numpy(dataset.train.y).to(device)
     canaries = None
@@ -677,7 +700,22 @@ def build_plan(spec: ExperimentSpec, dataset: Dataset, device: torch.device) -> 
     _configure_privacy(spec, plan, parts)
     _configure_secure_aggregation(spec, plan, parts)
     plan.dropout = 0.0 if central else fed.dropout
+    _configure_runner(spec, plan)
     return plan, parts
+
+
+def _configure_runner(spec: ExperimentSpec, plan: SimulationPlan) -> None:
+    """Where clients train: vectorized or one by one, in this process, forked workers or Ray actors."""
+    rt = spec.runtime
+    why_not = why_not_vectorizable(plan.model)
+    if plan.dp_sgd is not None:
+        why_not = "DP-SGD clients train through Opacus, one by one"
+    if rt.vectorize == "on" and why_not is not None:
+        log.info("runtime.vectorize = 'on' but clients train one by one: %s", why_not)
+    has_conv = any(isinstance(m, torch.nn.modules.conv._ConvNd) for m in plan.model.modules())
+    plan.vectorize = why_not is None and (rt.vectorize == "on" or (rt.vectorize == "auto" and not has_conv))
+    plan.chunk, plan.workers, plan.backend, plan.ray_address = rt.chunk, rt.workers, rt.backend, rt.address
+    plan.worker_threads = rt.worker_threads or default_worker_threads(rt.workers)
 
 
 SECURE_THREAT = {

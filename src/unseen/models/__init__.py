@@ -1,4 +1,4 @@
-"""Models: logistic regression, MLP, the classic MNIST CNN, a small DP-SGD CNN, and an HE-friendly CNN.
+"""Models: logistic regression, MLP, LeNet-5, the classic MNIST CNN, a small DP-SGD CNN, an HE-friendly CNN.
 
 ``build_model(name, input_shape, n_classes)`` returns a fresh ``torch.nn.Module``. No model here has
 BatchNorm or dropout: their state would need extra care under DP and encryption.
@@ -14,7 +14,7 @@ from torch import nn
 
 from unseen.errors import ModelError
 
-MODELS = ("logreg", "mlp", "cnn", "dp_cnn", "he_cnn")
+MODELS = ("logreg", "mlp", "lenet", "cnn", "dp_cnn", "he_cnn")
 
 
 class Square(nn.Module):
@@ -48,6 +48,21 @@ def _image_shape(input_shape: Sequence[int], model: str) -> tuple[int, int, int]
         )
     c, h, w = input_shape
     return c, h, w
+
+
+def lenet(input_shape: Sequence[int], n_classes: int) -> nn.Module:
+    """LeNet-5 as in PyTorch's and Flower's tutorials: conv5x5(6)-pool-conv5x5(16)-pool-fc120-fc84-fc.
+
+    44k parameters on MNIST: the model of the simulation benchmark (docs/performance.md).
+    """
+    c, h, w = _image_shape(input_shape, "lenet")
+    side = lambda n: ((n - 4) // 2 - 4) // 2  # noqa: E731 conv5 (no padding), pool2, conv5, pool2
+    return nn.Sequential(
+        nn.Conv2d(c, 6, 5), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(16 * side(h) * side(w), 120), nn.ReLU(),
+        nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, n_classes),
+    )
 
 
 def cnn(input_shape: Sequence[int], n_classes: int) -> nn.Module:
@@ -95,6 +110,8 @@ def build_model(
         return logistic_regression(input_shape, n_classes)
     if name == "mlp":
         return mlp(input_shape, n_classes, hidden)
+    if name == "lenet":
+        return lenet(input_shape, n_classes)
     if name == "cnn":
         return cnn(input_shape, n_classes)
     if name == "dp_cnn":
@@ -111,4 +128,4 @@ def init_model(name: str, input_shape: Sequence[int], n_classes: int, *, seed: i
         return build_model(name, input_shape, n_classes, **kw)  # type: ignore[arg-type]
 
 
-__all__ = ["MODELS", "Square", "build_model", "cnn", "dp_cnn", "he_cnn", "init_model", "logistic_regression", "mlp"]
+__all__ = ["MODELS", "Square", "build_model", "cnn", "dp_cnn", "he_cnn", "init_model", "lenet", "logistic_regression", "mlp"]

@@ -9,7 +9,6 @@ resumed from round ``k`` replays rounds ``k+1..`` exactly as an uninterrupted ru
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,15 +20,22 @@ import torch
 from torch import nn
 
 from unseen.crypto.secagg import SecAggAbort
-from unseen.federated.adversary import corrupt
 from unseen.federated.aggregate import aggregate
-from unseen.federated.client import ClientResult, LocalTraining, evaluate, local_update
+from unseen.federated.client import LocalTraining, evaluate
 from unseen.federated.server import ServerOptimizer, init_state, server_step
 from unseen.federated.validate import Rejection, check_update, screen_updates
 from unseen.privacy.accounting import GaussianLedger
 from unseen.privacy.dp_fedavg import DPFedAvg, dp_fedavg_aggregate, dp_fedavg_from_sum
-from unseen.privacy.dpsgd import DPSGD, dp_sgd_update, steps_per_epoch
+from unseen.privacy.dpsgd import DPSGD, steps_per_epoch
 from unseen.runtime import wire
+from unseen.runtime.clients import (
+    ClientPool,
+    client_generator,
+    client_pool,
+    client_update,
+    dp_rate,
+    train_clients,
+)
 from unseen.runtime.secure import SecureAggregation, secure_round
 
 
@@ -73,6 +79,13 @@ class SimulationPlan:
     # One-run audit: canary inputs, their wrong labels, which were planted, and the initial weights.
     canaries: tuple[torch.Tensor, torch.Tensor, np.ndarray, torch.Tensor] | None = None
     prior_epsilon: float = 0.0  # DP statistics released before on the same people (basic composition)
+    # Where clients train (speed only: the updates are the same either way, within float tolerance).
+    vectorize: bool = False  # stack the round's clients and train them together with torch.func
+    chunk: int = 32  # clients per vectorized call (bounds memory)
+    workers: int = 1  # forked worker processes (or Ray actors) that train slices of each round
+    worker_threads: int = 1
+    backend: str = "local"  # "local" or "ray"
+    ray_address: str | None = None
 
 
 @dataclass
@@ -144,12 +157,6 @@ def dropped_clients(selected: list[int], fraction: float, seed: int, round_index
     return {int(c) for c in rng.choice(selected, size=count, replace=False)}
 
 
-def client_generator(seed: int, round_index: int, client: int) -> torch.Generator:
-    """A generator private to one client in one round (independent of every other stream)."""
-    state = np.random.SeedSequence([seed, round_index, client]).generate_state(2, dtype=np.uint64)
-    return torch.Generator().manual_seed(int(state[0] >> np.uint64(1)))
-
-
 STAGES = ("client_training", "serialize", "secure_aggregation", "screen_and_aggregate", "evaluate", "accounting")
 
 
@@ -162,27 +169,18 @@ def _timed(stages: dict[str, float], name: str) -> Iterator[None]:
         stages[name] += time.perf_counter() - start
 
 
-def _dp_rate(plan: SimulationPlan, c: int) -> float:
-    return plan.client_dp_rates[c] if plan.client_dp_rates else plan.dp_sgd.sampling_rate  # type: ignore[union-attr]
-
-
-def client_update(plan: SimulationPlan, params: torch.Tensor, c: int, gen: torch.Generator) -> ClientResult:
-    """Client ``c``'s local training from ``params`` (DP-SGD inside it when the plan says so)."""
-    x, y = plan.clients[c]
-    if plan.dp_sgd is not None:
-        dp = dataclasses.replace(plan.dp_sgd, sampling_rate=_dp_rate(plan, c))
-        return dp_sgd_update(plan.model, params, x, y, plan.local, dp, gen)
-    return local_update(plan.model, params, x, y, plan.local, gen)
-
-
 RoundCallback = Callable[[SimulationState, dict[str, Any]], None]
 ClientCallback = Callable[[int, int], None]
 
 
 def run_round(
-    plan: SimulationPlan, state: SimulationState, on_client: ClientCallback | None = None
+    plan: SimulationPlan, state: SimulationState, on_client: ClientCallback | None = None,
+    pool: ClientPool | None = None,
 ) -> tuple[SimulationState, dict[str, Any]]:
-    """Run round ``state.round + 1`` and return the new state and the round's metrics."""
+    """Run round ``state.round + 1`` and return the new state and the round's metrics.
+
+    Clients train in ``pool``'s workers when one is given, else in this process.
+    """
     r = state.round + 1
     start = time.perf_counter()
     if plan.dp_fedavg is not None and not plan.dp_fedavg.distributed:
@@ -196,22 +194,28 @@ def run_round(
     bytes_down = len(broadcast) * len(selected)
 
     gone = dropped_clients(selected, plan.dropout, plan.seed, r)
+    with _timed(stages, "serialize"):
+        params = wire.decode(broadcast) if plan.serialize else state.params
+    trained_so_far = 0
+
+    def one_done() -> None:
+        nonlocal trained_so_far
+        trained_so_far += 1
+        if on_client is not None:
+            on_client(trained_so_far, len(selected))
+
+    with _timed(stages, "client_training"):
+        results = (pool.train(params, selected, r, one_done) if pool is not None
+                   else train_clients(plan, params, selected, r, one_done))
     received: dict[int, object] = {}
     sizes: dict[int, int] = {}
     losses: dict[int, float] = {}
     bytes_up = 0
-    for done, c in enumerate(selected):
-        with _timed(stages, "serialize"):
-            params = wire.decode(broadcast) if plan.serialize else state.params
-        train_start = time.perf_counter()
-        gen = client_generator(plan.seed, r, c)
-        result = client_update(plan, params, c, gen)
+    for c in selected:
+        result = results[c]
         if plan.dp_sgd is not None:
-            ledgers[str(c)].record(plan.dp_sgd.noise_multiplier, _dp_rate(plan, c), result.steps)
-        stages["client_training"] += time.perf_counter() - train_start
+            ledgers[str(c)].record(plan.dp_sgd.noise_multiplier, dp_rate(plan, c), result.steps)
         update = result.delta
-        if plan.adversary is not None and c < plan.adversary.count:
-            update = corrupt(update, plan.adversary.kind, plan.adversary.factor, gen)
         with _timed(stages, "serialize"):
             if plan.secure is not None:
                 # It travels masked or encrypted inside the protocol, which also plays the dropouts.
@@ -228,8 +232,6 @@ def run_round(
             else:
                 received[c] = update
         sizes[c], losses[c] = result.num_samples, result.mean_loss
-        if on_client is not None:
-            on_client(done + 1, len(selected))
 
     metrics: dict[str, Any] = {"round": r, "clients": len(selected)}
     if gone:
@@ -327,7 +329,7 @@ def next_round_exceeds_budget(plan: SimulationPlan, state: SimulationState) -> s
     if plan.dp_sgd is not None:
         z = plan.dp_sgd.noise_multiplier
         for c in range(len(plan.clients)):
-            q = plan.client_dp_rates[c] if plan.client_dp_rates else plan.dp_sgd.sampling_rate
+            q = dp_rate(plan, c)
             eps = state.ledgers[str(c)].epsilon(delta, extra=(z, q, plan.local.epochs * steps_per_epoch(q)))
             if eps > target:
                 who = "" if len(plan.clients) == 1 else f"client {c}'s "
@@ -344,18 +346,19 @@ def simulate(
     on_client: ClientCallback | None = None,
 ) -> SimulationState:
     """Run the remaining rounds from ``state``; ``on_round`` is called after each (checkpoint there)."""
-    while state.round < plan.rounds:
-        reason = next_round_exceeds_budget(plan, state)
-        if reason is not None:
-            state.halted = reason
-            break
-        state, metrics = run_round(plan, state, on_client)
-        if on_round is not None:
-            on_round(state, metrics)
+    with client_pool(plan) as pool:
+        while state.round < plan.rounds:
+            reason = next_round_exceeds_budget(plan, state)
+            if reason is not None:
+                state.halted = reason
+                break
+            state, metrics = run_round(plan, state, on_client, pool)
+            if on_round is not None:
+                on_round(state, metrics)
     return state
 
 
 __all__ = [
-    "Adversary", "Rejection", "SimulationPlan", "SimulationState", "client_generator", "initial_state",
-    "run_round", "sample_clients", "simulate",
+    "Adversary", "Rejection", "SimulationPlan", "SimulationState", "client_generator", "client_update",
+    "initial_state", "run_round", "sample_clients", "simulate",
 ]

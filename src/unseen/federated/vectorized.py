@@ -1,0 +1,137 @@
+"""Vectorized client updates: many clients' local SGD as one batched computation (``torch.func``).
+
+``local_updates`` gives, for each client, what :func:`unseen.federated.client.local_update` would give
+with the same generator: the same permutations in the same order, the same batches (the last batch of
+an epoch may be short), the same SGD with momentum, weight decay and FedProx term. The clients'
+parameters are stacked and one ``vmap(grad(...))`` call computes every client's gradient per step.
+Clients with fewer samples take fewer steps: their padded batches carry zero weight and their
+parameters and momentum are left untouched once their own schedule ends. Results equal the sequential
+path within float tolerance (summation order differs), so this is a speed setting, never a privacy one.
+
+Whether it is faster depends on the model: overhead-bound models (logistic regression, MLPs) gain
+several-fold; convolutions on CPU gain little, because grouped convolution kernels are not faster per
+sample than one client's. ``docs/performance.md`` has the measurements.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.func import functional_call, grad_and_value, vmap
+from torch.nn import functional as F
+
+from unseen.federated.client import ClientResult, LocalTraining
+
+# Layers whose training-time behaviour vmap would change (random masks per call, running statistics).
+_STATEFUL = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd, nn.GroupNorm, nn.LSTM, nn.GRU)
+
+
+def why_not_vectorizable(model: nn.Module) -> str | None:
+    """Why ``model`` cannot be trained vectorized (then clients train one by one), or None if it can."""
+    for name, module in model.named_modules():
+        if isinstance(module, _STATEFUL):
+            return f"layer {name or 'model'} ({type(module).__name__}) has per-call randomness or running statistics"
+    buffers = [name for name, _ in model.named_buffers()]
+    if buffers:
+        return f"the model has buffers ({', '.join(buffers[:3])}) that each client would update"
+    return None
+
+
+def _schedules(ns: Sequence[int], config: LocalTraining, generators: Sequence[torch.Generator]) -> list[list[torch.Tensor]]:
+    """Each client's batches of local indices, drawn exactly as the sequential loop draws them."""
+    out = []
+    for n, gen in zip(ns, generators, strict=True):
+        batches = []
+        for _ in range(config.epochs):
+            order = torch.randperm(n, generator=gen)
+            batches += [order[s : s + config.batch_size] for s in range(0, n, config.batch_size)]
+        out.append(batches)
+    return out
+
+
+def local_updates(
+    model: nn.Module,
+    global_params: torch.Tensor,
+    data: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    config: LocalTraining,
+    generators: Sequence[torch.Generator],
+    chunk: int = 32,
+) -> list[ClientResult]:
+    """Train every client of ``data`` from ``global_params``, ``chunk`` clients per batched call."""
+    results: list[ClientResult] = []
+    for start in range(0, len(data), chunk):
+        part = slice(start, start + chunk)
+        results += _train_chunk(model, global_params, data[part], config, generators[part])
+    return results
+
+
+def _train_chunk(
+    model: nn.Module,
+    global_params: torch.Tensor,
+    data: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    config: LocalTraining,
+    generators: Sequence[torch.Generator],
+) -> list[ClientResult]:
+    k = len(data)
+    device = data[0][0].device
+    names = [name for name, _ in model.named_parameters()]
+    shapes = [p.shape for _, p in model.named_parameters()]
+    start = global_params.to(device)
+    pieces = torch.split(start, [s.numel() for s in shapes])
+    params = {n: piece.view(s).unsqueeze(0).repeat(k, *[1] * len(s)).contiguous()
+              for n, piece, s in zip(names, pieces, shapes, strict=True)}
+    anchor = {n: p.clone() for n, p in params.items()} if config.prox_mu > 0 else None
+    momentum = {n: torch.zeros_like(p) for n, p in params.items()} if config.momentum > 0 else None
+
+    ns = [len(y) for _, y in data]
+    schedules = _schedules(ns, config, generators)
+    steps = [len(s) for s in schedules]
+    # One pool of the chunk's samples plus a zero row that pads short batches (weight 0).
+    offsets = torch.tensor([0, *ns]).cumsum(0)[:-1].tolist()
+    x0 = data[0][0]
+    pool_x = torch.cat([x for x, _ in data] + [torch.zeros((1, *x0.shape[1:]), dtype=x0.dtype, device=device)])
+    pool_y = torch.cat([y for _, y in data] + [torch.zeros(1, dtype=data[0][1].dtype, device=device)])
+    pad = len(pool_y) - 1
+
+    def loss(p: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        per_sample = F.cross_entropy(functional_call(model, p, (x,)), y, reduction="none")
+        return (per_sample * w).sum() / w.sum().clamp_min(1.0)
+
+    step_grads = vmap(grad_and_value(loss))
+    total_loss = torch.zeros(k, dtype=torch.float64)
+    model.train()
+    for t in range(max(steps, default=0)):
+        index = torch.full((k, config.batch_size), pad, dtype=torch.long)
+        weight = torch.zeros((k, config.batch_size))
+        for i, batches in enumerate(schedules):
+            if t < len(batches):
+                b = batches[t]
+                index[i, : len(b)] = b + offsets[i]
+                weight[i, : len(b)] = 1.0
+        active = torch.tensor([t < s for s in steps], device=device)
+        index, weight = index.to(device), weight.to(device)
+        grads, values = step_grads(params, pool_x[index], pool_y[index], weight)
+        total_loss += torch.where(active.cpu(), values.detach().double().cpu(), 0.0)
+        with torch.no_grad():
+            for n in names:
+                g = grads[n]
+                live = active.view(-1, *[1] * (g.dim() - 1))
+                if anchor is not None:  # d/dw of (mu / 2) * ||w - w_global||^2
+                    g = g + config.prox_mu * (params[n] - anchor[n])
+                if config.weight_decay:
+                    g = g + config.weight_decay * params[n]
+                if momentum is not None:  # torch.optim.SGD: buf = g on the first step, then mu * buf + g
+                    buf = g if t == 0 else config.momentum * momentum[n] + g
+                    momentum[n] = torch.where(live, buf, momentum[n])
+                    g = momentum[n]
+                params[n] -= config.lr * torch.where(live, g, torch.zeros_like(g))
+
+    flat = torch.cat([params[n].reshape(k, -1) for n in names], dim=1)
+    deltas = (flat - start).cpu()
+    return [ClientResult(deltas[i].clone(), ns[i], float(total_loss[i]) / max(steps[i], 1), steps[i])
+            for i in range(k)]
+
+
+__all__ = ["local_updates", "why_not_vectorizable"]
