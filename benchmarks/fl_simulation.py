@@ -19,6 +19,9 @@ sampled every 50 ms, and ratios to the plain loop. ``--threads`` is torch's thre
 and the in-process contenders use it as intra-op threads; the worker contenders (unseen_workers, flower)
 split it into that many single-thread workers.
 
+``--sweep`` (in this process) times one round of 100 clients, vectorized against one by one, for models
+from logistic regression to LeNet: the measurement behind ``runtime.vectorize = "auto"``.
+
 ``--thousand`` adds a 1,000-client run (MNIST shards, 10% sampled per round) and reports its peak memory.
 
 Reads MNIST from UNSEEN_DATA_DIR (default ../shared/data). Writes benchmarks/results/fl_simulation.json.
@@ -36,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
@@ -146,7 +150,6 @@ def run_flower(n_clients: int, threads: int) -> dict:
 
     ends: list[float] = []
     final: dict = {}
-    cache: dict = {}
     client_app = ClientApp()
 
     @client_app.train()
@@ -154,10 +157,13 @@ def run_flower(n_clients: int, threads: int) -> dict:
         import torch
 
         torch.set_num_threads(1)
-        if "shards" not in cache:  # once per actor process, as a Flower user would cache a partition
-            cache["shards"], _ = _mnist_shards(n_clients)
+        # Loaded once per actor process, as Flower's tutorials cache their data in the task module (a
+        # closure variable would travel with the app and be empty at every call).
+        cache = sys.modules.setdefault("_fl_bench_cache", types.ModuleType("_fl_bench_cache"))
+        if not hasattr(cache, "shards"):
+            cache.shards = _mnist_shards(n_clients)[0]
         c = int(context.node_config["partition-id"])
-        x, y = cache["shards"][c]
+        x, y = cache.shards[c]
         model = _lenet()
         model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
         _train_client(model, x, y, int(msg.content["config"]["server-round"]), c)
@@ -208,6 +214,46 @@ def child(contender: str, n_clients: int, threads: int, out: Path) -> None:
     else:
         raise SystemExit(f"unknown contender {contender}")
     out.write_text(json.dumps(res))
+
+
+def vectorize_sweep(threads: int, repeats: int = 5) -> list[dict]:
+    """Median seconds of one round (100 clients x 100 samples) trained vectorized vs one by one."""
+    import torch
+
+    from unseen.federated import LocalTraining, get_flat, local_update
+    from unseen.federated.vectorized import local_updates, vectorizing_pays
+    from unseen.models import init_model
+    from unseen.runtime.clients import client_generator
+
+    torch.set_num_threads(threads)
+    rows = []
+    for name, shape, kw in [("logreg", (30,), {}), ("mlp", (30,), {"hidden": (16,)}),
+                            ("mlp", (784,), {"hidden": (64,)}), ("mlp", (784,), {"hidden": (200, 200)}),
+                            ("lenet", (1, 28, 28), {}), ("cnn", (1, 28, 28), {})]:
+        model = init_model(name, shape, 10, seed=SEED, **kw)
+        start = get_flat(model)
+        gen = torch.Generator().manual_seed(SEED)
+        data = [(torch.randn((100, *shape), generator=gen), torch.randint(0, 10, (100,), generator=gen))
+                for _ in range(100)]
+        config = LocalTraining(epochs=1, batch_size=BATCH, lr=LR)
+        seq, vec = [], []
+        for _ in range(repeats if name != "cnn" else 2):
+            t = time.perf_counter()
+            for c, (x, y) in enumerate(data):
+                local_update(model, start, x, y, config, client_generator(SEED, 1, c))
+            seq.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            local_updates(model, start, data, config, [client_generator(SEED, 1, c) for c in range(len(data))])
+            vec.append(time.perf_counter() - t)
+        row = {"model": name, "input": list(shape), **{k: list(v) for k, v in kw.items()},
+               "parameters": start.numel(), "sequential_seconds": statistics.median(seq),
+               "vectorized_seconds": statistics.median(vec), "auto_vectorizes": vectorizing_pays(model, start.device)}
+        row["ratio"] = row["vectorized_seconds"] / row["sequential_seconds"]
+        rows.append(row)
+        print(f"  {name:<7} {start.numel():>9,} parameters: one by one {row['sequential_seconds']:.3f} s, "
+              f"vectorized {row['vectorized_seconds']:.3f} s ({row['ratio']:.2f}x); auto vectorizes: "
+              f"{row['auto_vectorizes']}", flush=True)
+    return rows
 
 
 # --- the parent: launch, watch memory, summarise -----------------------------------------------------
@@ -265,6 +311,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[2, 1])
     parser.add_argument("--contenders", nargs="+", default=list(CONTENDERS))
     parser.add_argument("--thousand", action="store_true", help="also run 1,000 clients (10%% per round)")
+    parser.add_argument("--sweep", action="store_true", help="also time vectorized vs one by one per model")
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -308,6 +355,9 @@ def main() -> None:
                     r["ratio_first_round"] = r["time_to_first_round"] / plain["time_to_first_round"]
                     r["ratio_memory"] = r["peak_memory_mb"] / plain["peak_memory_mb"]
             report["runs"].append({"clients": n, "threads": threads, "contenders": rows})
+    if args.sweep:
+        print("vectorize sweep: one round of 100 clients x 100 samples, 2 threads:", flush=True)
+        report["vectorize_sweep"] = vectorize_sweep(2)
     if args.thousand:
         print("1,000 clients (MNIST shards of 60), 10% per round, 2 forked workers:", flush=True)
         r = measure("unseen_1000", 1000, 2)

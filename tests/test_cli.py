@@ -131,3 +131,15 @@ def test_anonymize_and_reconstruct_any_table(tmp_path):
     assert rec["recovered_from_exact_counts"] >= 0.95 and rec["recovered_from_dp_counts_eps_1"] <= 0.7
     bad = unseen("anonymize", "--csv", str(table), "--qi", "height", check=False)
     assert bad.returncode == 2 and "height" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_he_train_logreg_reports_accuracy_beside_plaintext_and_refuses_images(tmp_path):
+    proc = unseen("he", "train-logreg", "--dataset", "breast_cancer", "--iterations", "2", "--format", "json",
+                  "--report", str(tmp_path))
+    values = json.loads(proc.stdout)
+    assert values["records"] > 400 and values["features"] == 30
+    assert abs(values["encrypted_accuracy"] - values["plaintext_poly3_accuracy"]) <= 0.01
+    assert values["encrypted_accuracy"] > 0.85 and values["upload_bytes"] > 0
+    assert json.loads((tmp_path / "he_logreg.json").read_text())["iterations"] == 2
+    bad = unseen("he", "train-logreg", "--dataset", "digits", check=False)
+    assert bad.returncode == 2 and "binary tabular" in " ".join(bad.stderr.split())

@@ -39,7 +39,7 @@ from unseen.errors import CheckpointError, SpecError, UnseenError
 from unseen.federated import LocalTraining, ServerOptimizer, evaluate, get_flat
 from unseen.federated.params import set_flat, unflatten
 from unseen.federated.server import DEFAULT_LR
-from unseen.federated.vectorized import why_not_vectorizable
+from unseen.federated.vectorized import vectorizing_pays, why_not_vectorizable
 from unseen.models import init_model
 from unseen.privacy import PrivacyGuarantee, calibrate_noise
 from unseen.privacy.accounting import accountant_name
@@ -224,8 +224,8 @@ class RuntimeSpec(_Section):
     grad_sample_mode: Literal["ghost", "hooks", "functorch", "ew"] = Field(
         "ghost", description="how Opacus gets per-sample gradient norms for DP-SGD (ghost clipping is fastest)")
     vectorize: Literal["auto", "on", "off"] = Field(
-        "auto", description="train a round's clients together with torch.func (auto: for models without "
-                            "convolutions, where it is measured faster; see docs/performance.md)")
+        "auto", description="train a round's clients together with torch.func (auto: on a GPU, and on a CPU for "
+                            "small dense models, where it is measured faster; see docs/performance.md)")
     chunk: int = Field(32, ge=1, description="clients per vectorized call: lower it to bound memory")
     workers: int = Field(1, ge=1, description="processes (or Ray actors) that train slices of each round in parallel")
     worker_threads: int | None = Field(None, ge=1, description="torch threads per worker (default: cores / workers)")
@@ -712,10 +712,12 @@ def _configure_runner(spec: ExperimentSpec, plan: SimulationPlan) -> None:
         why_not = "DP-SGD clients train through Opacus, one by one"
     if rt.vectorize == "on" and why_not is not None:
         log.info("runtime.vectorize = 'on' but clients train one by one: %s", why_not)
-    has_conv = any(isinstance(m, torch.nn.modules.conv._ConvNd) for m in plan.model.modules())
-    plan.vectorize = why_not is None and (rt.vectorize == "on" or (rt.vectorize == "auto" and not has_conv))
+    plan.vectorize = why_not is None and (rt.vectorize == "on" or (rt.vectorize == "auto" and vectorizing_pays(
+        plan.model, plan.test[0].device)))
     plan.chunk, plan.workers, plan.backend, plan.ray_address = rt.chunk, rt.workers, rt.backend, rt.address
     plan.worker_threads = rt.worker_threads or default_worker_threads(rt.workers)
+    where = "this process" if rt.workers == 1 and rt.backend == "local" else f"{rt.workers} {rt.backend} workers"
+    log.info("clients train %s in %s", "vectorized" if plan.vectorize else "one by one", where)
 
 
 SECURE_THREAT = {

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import tenseal as ts
 
+from unseen.crypto.he_plan import MAX_COEFF_BITS
 from unseen.crypto.secagg import SecAggAbort
 
 
@@ -44,9 +45,6 @@ class CKKSPlan:
     @property
     def max_magnitude(self) -> float:
         return 2.0 ** (self.coeff_bits[0] - self.scale_bits - 1)
-
-
-MAX_COEFF_BITS = {1024: 27, 2048: 54, 4096: 109, 8192: 218, 16384: 438, 32768: 881}
 
 
 def check_plan(plan: CKKSPlan, max_abs_sum: float) -> None:

@@ -8,9 +8,10 @@ Clients with fewer samples take fewer steps: their padded batches carry zero wei
 parameters and momentum are left untouched once their own schedule ends. Results equal the sequential
 path within float tolerance (summation order differs), so this is a speed setting, never a privacy one.
 
-Whether it is faster depends on the model: overhead-bound models (logistic regression, MLPs) gain
-several-fold; convolutions on CPU gain little, because grouped convolution kernels are not faster per
-sample than one client's. ``docs/performance.md`` has the measurements.
+Whether it is faster depends on the model: on a CPU, small dense models (logistic regression, small
+MLPs), whose steps are mostly overhead, gain 2-3x; large MLPs and convolutions gain nothing, because
+their steps are already compute-bound and batched kernels are not faster per sample.
+``docs/performance.md`` has the measurements.
 """
 
 from __future__ import annotations
@@ -37,6 +38,19 @@ def why_not_vectorizable(model: nn.Module) -> str | None:
     if buffers:
         return f"the model has buffers ({', '.join(buffers[:3])}) that each client would update"
     return None
+
+
+# Measured on 2 CPU cores (benchmarks/fl_simulation.py, vectorize sweep): stacked dense models under
+# about 100k parameters train 2-3x faster vectorized; larger ones and convolutions do not gain.
+CPU_PARAMETER_LIMIT = 100_000
+
+
+def vectorizing_pays(model: nn.Module, device: torch.device) -> bool:
+    """Whether vectorized training is expected to be faster than one client at a time here."""
+    if device.type == "cuda":
+        return True  # one large kernel instead of many small launches
+    has_conv = any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
+    return not has_conv and sum(p.numel() for p in model.parameters()) < CPU_PARAMETER_LIMIT
 
 
 def _schedules(ns: Sequence[int], config: LocalTraining, generators: Sequence[torch.Generator]) -> list[list[torch.Tensor]]:
@@ -134,4 +148,4 @@ def _train_chunk(
             for i in range(k)]
 
 
-__all__ = ["local_updates", "why_not_vectorizable"]
+__all__ = ["CPU_PARAMETER_LIMIT", "local_updates", "vectorizing_pays", "why_not_vectorizable"]

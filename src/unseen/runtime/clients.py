@@ -13,6 +13,7 @@ holds the plan (model and client data) once, receives the global weights each ro
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
 import multiprocessing
 import os
@@ -113,6 +114,7 @@ class ProcessPool:
     def __init__(self, plan: SimulationPlan, workers: int, threads: int) -> None:
         global _WORKER_PLAN
         _WORKER_PLAN = plan  # fork copies it into each worker: nothing is pickled but weights and updates
+        gc.freeze()  # objects made so far stay out of the workers' collections: their pages stay shared
         self.workers = workers
         self.executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
                                             initializer=_worker_init, initargs=(threads,))
@@ -136,6 +138,7 @@ class ProcessPool:
 
     def close(self) -> None:
         self.executor.shutdown(cancel_futures=True)
+        gc.unfreeze()
 
 
 # --- Ray actors --------------------------------------------------------------------------------------
