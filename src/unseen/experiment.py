@@ -1133,10 +1133,24 @@ def audit_run(run_dir: str | Path, *, attacks: tuple[str, ...] = ("loss", "rmia"
     return audit
 
 
+def load_trained_model(run_dir: str | Path) -> tuple[ExperimentSpec, Dataset, torch.nn.Module]:
+    """A finished run's spec, dataset and trained model (on the CPU)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "spec.toml").is_file() or not (run_dir / "model.pt").is_file():
+        raise CheckpointError(f"{run_dir} is not a finished run folder (no spec.toml or model.pt): give a folder "
+                              "that `unseen run` completed.")
+    spec = load_spec(run_dir / "spec.toml")
+    dataset = load_dataset(spec)
+    model = init_model(spec.model.name, dataset.input_shape, dataset.n_classes, seed=spec.seed,
+                       hidden=tuple(spec.model.hidden))
+    set_flat(model, torch.load(run_dir / "model.pt", map_location="cpu"))
+    return spec, dataset, model.eval()
+
+
 __all__ = [
     "AdversarySpec", "AuditSpec", "DataSpec", "ExperimentSpec", "FederatedSpec", "Hooks", "ModelSpec",
     "OutputSpec", "PartitionSpec", "PrivacySpec", "RunResult", "RuntimeSpec", "TrainSpec", "UnseenError",
-    "apply_overrides", "audit_run", "build_plan", "load_dataset", "load_spec", "parse_spec", "resume", "run", "run_in",
+    "apply_overrides", "audit_run", "build_plan", "load_dataset", "load_spec", "load_trained_model", "parse_spec", "resume", "run", "run_in",
     "spec_to_toml",
 ]
 
