@@ -39,7 +39,7 @@ from unseen.errors import CheckpointError, SpecError, UnseenError
 from unseen.federated import LocalTraining, ServerOptimizer, evaluate, get_flat
 from unseen.federated.params import set_flat, unflatten
 from unseen.federated.server import DEFAULT_LR
-from unseen.federated.vectorized import vectorizing_pays, why_not_vectorizable
+from unseen.federated.vectorized import vectorizing_pays, why_not_vectorizable, why_not_vectorized
 from unseen.models import init_model
 from unseen.privacy import PrivacyGuarantee, calibrate_noise
 from unseen.privacy.accounting import accountant_name
@@ -128,6 +128,11 @@ class TrainSpec(_Section):
     lr: float = Field(0.1, gt=0)
     momentum: float = Field(0.0, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
+    optimizer: Literal["sgd", "adamw"] = Field("sgd", description="the clients' (or central) optimizer")
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        "constant", description="cosine: the learning rate decays to 0 over the rounds (epochs, centrally)")
+    augment: Literal["none", "shift"] = Field(
+        "none", description="shift: translate each image batch by up to 2 pixels (image datasets)")
     eval_every: int = Field(1, ge=1, description="evaluate on the test set every this many rounds")
 
 
@@ -289,6 +294,12 @@ class ExperimentSpec(_Section):
             if fed.aggregation != "mean":
                 raise ValueError(f"privacy.mechanism = 'dp_fedavg' needs federated.aggregation = 'mean' (its noise "
                                  f"is calibrated to the clipped sum), not {fed.aggregation!r}")
+        if priv.mechanism == "dp_sgd" and self.train.augment != "none":
+            raise ValueError("privacy.mechanism = 'dp_sgd' with train.augment is not supported yet: set train.augment "
+                             "= 'none'")
+        if priv.mechanism == "dp_sgd" and self.train.optimizer != "sgd":
+            raise ValueError(f"privacy.mechanism = 'dp_sgd' runs DP-SGD: set train.optimizer = 'sgd' (not "
+                             f"{self.train.optimizer!r}); DP-Adam is not supported yet")
         if priv.mechanism == "dp_sgd" and fed.algorithm == "fedprox" and self.mode == "federated":
             raise ValueError("privacy.mechanism = 'dp_sgd' with federated.algorithm = 'fedprox' is not supported yet: "
                              "use fedavg, fedadam or fedyogi")
@@ -666,6 +677,9 @@ def build_plan(spec: ExperimentSpec, dataset: Dataset, device: torch.device) -> 
             clients[c] = (torch.cat([clients[c][0], cx[mine]]), torch.cat([clients[c][1], wrong[mine]]))
     model = init_model(spec.model.name, dataset.input_shape, dataset.n_classes, seed=spec.seed,
                        hidden=tuple(spec.model.hidden)).to(device)
+    if spec.train.augment == "shift" and len(dataset.input_shape) != 3:
+        raise SpecError(f"train.augment = 'shift' translates images; {dataset.name} has {len(dataset.input_shape)}-d "
+                        f"features: set train.augment = 'none'")
     fed = spec.federated
     central = spec.mode == "central"
     kind = {"fedadam": "adam", "fedyogi": "yogi", "fedadagrad": "adagrad"}.get(fed.algorithm, "sgd")
@@ -677,6 +691,7 @@ def build_plan(spec: ExperimentSpec, dataset: Dataset, device: torch.device) -> 
         epochs=1 if central else spec.train.epochs, batch_size=spec.train.batch_size, lr=spec.train.lr,
         momentum=spec.train.momentum, weight_decay=spec.train.weight_decay,
         prox_mu=fed.prox_mu if fed.algorithm == "fedprox" and not central else 0.0,
+        optimizer=spec.train.optimizer, augment=spec.train.augment,
     )
     per_round = n_clients if central else max(1, round(fed.fraction * n_clients))
     if not central and fed.aggregation in ("krum", "multi_krum") and per_round <= 2 * fed.byzantine + 2:
@@ -700,6 +715,7 @@ def build_plan(spec: ExperimentSpec, dataset: Dataset, device: torch.device) -> 
     _configure_privacy(spec, plan, parts)
     _configure_secure_aggregation(spec, plan, parts)
     plan.dropout = 0.0 if central else fed.dropout
+    plan.lr_schedule = spec.train.lr_schedule
     _configure_runner(spec, plan)
     return plan, parts
 
@@ -707,7 +723,7 @@ def build_plan(spec: ExperimentSpec, dataset: Dataset, device: torch.device) -> 
 def _configure_runner(spec: ExperimentSpec, plan: SimulationPlan) -> None:
     """Where clients train: vectorized or one by one, in this process, forked workers or Ray actors."""
     rt = spec.runtime
-    why_not = why_not_vectorizable(plan.model)
+    why_not = why_not_vectorizable(plan.model) or why_not_vectorized(plan.local)
     if plan.dp_sgd is not None:
         why_not = "DP-SGD clients train through Opacus, one by one"
     if rt.vectorize == "on" and why_not is not None:

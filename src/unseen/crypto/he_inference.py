@@ -268,7 +268,8 @@ def server_evaluate(plan: NetworkPlan, evaluation_keys: bytes, inputs: list[byte
             for i, w in zip(idx.tolist(), wts.tolist(), strict=True):
                 encoder.encode(w, parms_id, prime, plain)
                 if acc is None:
-                    acc = evaluator.multiply_plain(cts[i], plain)
+                    acc = seal.Ciphertext()
+                    evaluator.multiply_plain(cts[i], plain, acc)
                 else:
                     evaluator.multiply_plain(cts[i], plain, term)
                     evaluator.add_inplace(acc, term)

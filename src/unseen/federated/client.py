@@ -1,4 +1,4 @@
-"""Client update: local SGD epochs from the global model, with an optional FedProx proximal term.
+"""Client update: local SGD (or AdamW) epochs from the global model, with an optional FedProx proximal term.
 
 ``local_update`` is the whole client algorithm. It uses ``model`` only as a workspace (its weights
 are overwritten), draws batch order from the generator it is given and returns the weight delta.
@@ -6,6 +6,7 @@ are overwritten), draws batch order from the generator it is given and returns t
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -17,7 +18,11 @@ from unseen.federated.params import get_flat, set_flat
 
 @dataclass(frozen=True)
 class LocalTraining:
-    """How a client trains: epochs over its data, batch size, SGD settings, FedProx ``prox_mu``."""
+    """How a client trains: epochs over its data, batch size, optimizer settings, FedProx ``prox_mu``.
+
+    ``optimizer`` is ``sgd`` (with ``momentum``) or ``adamw``; ``augment = "shift"`` translates each
+    batch of images by up to 2 pixels (drawn from the client's generator).
+    """
 
     epochs: int = 1
     batch_size: int = 32
@@ -25,6 +30,22 @@ class LocalTraining:
     momentum: float = 0.0
     weight_decay: float = 0.0
     prox_mu: float = 0.0
+    optimizer: str = "sgd"
+    augment: str = "none"
+
+
+def make_optimizer(params: Iterable[torch.Tensor], config: LocalTraining) -> torch.optim.Optimizer:
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+
+
+def augment(x: torch.Tensor, kind: str, generator: torch.Generator) -> torch.Tensor:
+    """A batch as the client trains on it: ``shift`` rolls images by up to 2 pixels each way."""
+    if kind == "shift" and x.dim() == 4:
+        dy, dx = torch.randint(-2, 3, (2,), generator=generator).tolist()
+        return torch.roll(x, (dy, dx), (2, 3))
+    return x
 
 
 @dataclass(frozen=True)
@@ -51,9 +72,7 @@ def local_update(
     set_flat(model, global_params)
     model.train()
     anchor = [p.detach().clone() for p in model.parameters()] if config.prox_mu > 0 else None
-    optimizer = torch.optim.SGD(
-        model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
-    )
+    optimizer = make_optimizer(model.parameters(), config)
     n = len(y)
     total_loss, steps = 0.0, 0
     for _ in range(config.epochs):
@@ -61,7 +80,7 @@ def local_update(
         order = torch.randperm(n, generator=generator).to(x.device)
         for start in range(0, n, config.batch_size):
             idx = order[start : start + config.batch_size]
-            loss = F.cross_entropy(model(x[idx]), y[idx])
+            loss = F.cross_entropy(model(augment(x[idx], config.augment, generator)), y[idx])
             total_loss += float(loss.detach())
             if anchor is not None:
                 prox = sum(((p - a) ** 2).sum() for p, a in zip(model.parameters(), anchor, strict=True))

@@ -45,6 +45,15 @@ def why_not_vectorizable(model: nn.Module) -> str | None:
 CPU_PARAMETER_LIMIT = 100_000
 
 
+def why_not_vectorized(config: LocalTraining) -> str | None:
+    """Training settings the vectorized path does not reproduce (then clients train one by one)."""
+    if config.optimizer != "sgd":
+        return f"train.optimizer = {config.optimizer!r} (vectorized training implements SGD with momentum)"
+    if config.augment != "none":
+        return f"train.augment = {config.augment!r} draws per-batch randomness the vectorized path does not replay"
+    return None
+
+
 def vectorizing_pays(model: nn.Module, device: torch.device) -> bool:
     """Whether vectorized training is expected to be faster than one client at a time here."""
     if device.type == "cuda":
@@ -148,4 +157,4 @@ def _train_chunk(
             for i in range(k)]
 
 
-__all__ = ["CPU_PARAMETER_LIMIT", "local_updates", "vectorizing_pays", "why_not_vectorizable"]
+__all__ = ["CPU_PARAMETER_LIMIT", "local_updates", "vectorizing_pays", "why_not_vectorizable", "why_not_vectorized"]

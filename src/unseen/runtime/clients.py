@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import logging
+import math
 import multiprocessing
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -27,8 +28,8 @@ import torch
 
 from unseen.errors import SpecError
 from unseen.federated.adversary import corrupt
-from unseen.federated.client import ClientResult, local_update
-from unseen.federated.vectorized import local_updates
+from unseen.federated.client import ClientResult, LocalTraining, local_update
+from unseen.federated.vectorized import local_updates, why_not_vectorized
 from unseen.privacy.dpsgd import dp_sgd_update
 
 if TYPE_CHECKING:
@@ -48,21 +49,32 @@ def dp_rate(plan: SimulationPlan, c: int) -> float:
     return plan.client_dp_rates[c] if plan.client_dp_rates else plan.dp_sgd.sampling_rate  # type: ignore[union-attr]
 
 
-def client_update(plan: SimulationPlan, params: torch.Tensor, c: int, gen: torch.Generator) -> ClientResult:
+def client_update(plan: SimulationPlan, params: torch.Tensor, c: int, gen: torch.Generator,
+                  local: LocalTraining | None = None) -> ClientResult:
     """Client ``c``'s local training from ``params`` (DP-SGD inside it when the plan says so)."""
     x, y = plan.clients[c]
+    config = local or plan.local
     if plan.dp_sgd is not None:
         dp = dataclasses.replace(plan.dp_sgd, sampling_rate=dp_rate(plan, c))
-        return dp_sgd_update(plan.model, params, x, y, plan.local, dp, gen)
-    return local_update(plan.model, params, x, y, plan.local, gen)
+        return dp_sgd_update(plan.model, params, x, y, config, dp, gen)
+    return local_update(plan.model, params, x, y, config, gen)
+
+
+def local_for_round(plan: SimulationPlan, round_index: int) -> LocalTraining:
+    """The clients' training settings in one round: the learning rate follows ``plan.lr_schedule``."""
+    if plan.lr_schedule == "cosine":
+        factor = 0.5 * (1 + math.cos(math.pi * (round_index - 1) / max(plan.rounds, 1)))
+        return dataclasses.replace(plan.local, lr=plan.local.lr * factor)
+    return plan.local
 
 
 def train_clients(plan: SimulationPlan, params: torch.Tensor, clients: Sequence[int], round_index: int,
                   on_client: Callable[[], None] | None = None) -> dict[int, ClientResult]:
     """Every listed client's update for this round (what it sends, adversaries included)."""
     gens = {c: client_generator(plan.seed, round_index, c) for c in clients}
-    if plan.vectorize and plan.dp_sgd is None and clients:
-        trained = local_updates(plan.model, params, [plan.clients[c] for c in clients], plan.local,
+    local = local_for_round(plan, round_index)
+    if plan.vectorize and plan.dp_sgd is None and clients and why_not_vectorized(local) is None:
+        trained = local_updates(plan.model, params, [plan.clients[c] for c in clients], local,
                                 [gens[c] for c in clients], chunk=plan.chunk)
         results = dict(zip(clients, trained, strict=True))
         if on_client is not None:
@@ -71,7 +83,7 @@ def train_clients(plan: SimulationPlan, params: torch.Tensor, clients: Sequence[
     else:
         results = {}
         for c in clients:
-            results[c] = client_update(plan, params, c, gens[c])
+            results[c] = client_update(plan, params, c, gens[c], local)
             if on_client is not None:
                 on_client()
     if plan.adversary is not None:
@@ -212,4 +224,4 @@ def default_worker_threads(workers: int) -> int:
 
 
 __all__ = ["ClientPool", "client_generator", "client_pool", "client_update", "default_worker_threads",
-           "dp_rate", "train_clients"]
+           "dp_rate", "local_for_round", "train_clients"]

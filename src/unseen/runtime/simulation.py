@@ -86,6 +86,7 @@ class SimulationPlan:
     worker_threads: int = 1
     backend: str = "local"  # "local" or "ray"
     ray_address: str | None = None
+    lr_schedule: str = "constant"  # or "cosine": the clients' learning rate decays over the rounds
 
 
 @dataclass
