@@ -42,7 +42,7 @@ def main() -> None:
         ds = load(name)
         started = time.perf_counter()
         row = compare(ds.train.x, ds.train.y, ds.test.x, ds.test.y, iterations=args.iterations, lr=args.lr,
-                      on_iteration=lambda done, total: print(f"  {name}: iteration {done}/{total}", flush=True))
+                      on_iteration=lambda done, total, name=name: print(f"  {name}: iteration {done}/{total}", flush=True))
         row["dataset"], row["wall_seconds"] = name, time.perf_counter() - started
         report["runs"].append(row)
         print(f"{name}: encrypted {100 * row['encrypted_accuracy']:.2f}% vs plaintext {100 * row['plaintext_accuracy']:.2f}% "
