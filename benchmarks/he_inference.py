@@ -1,4 +1,4 @@
-"""Encrypted MNIST inference, throughput mode (issue #8, figures 1 and 2). Not run in CI.
+"""Encrypted MNIST inference, throughput and latency modes (issue #8, figures 1 and 2). Not run in CI.
 
 1. Trains the CryptoNets / LoLa network (``examples/he_cnn.toml``: conv 5x5x5 stride 2 - square - fc100 -
    square - fc10) in plaintext with ``unseen.run`` on real MNIST.
@@ -6,6 +6,9 @@
    images, one image per slot, CKKS on SEAL through TenSEAL's bindings, server on one thread.
 3. Reports encrypted accuracy, agreement of the encrypted argmax with the plaintext model's, server
    seconds per full batch and per image, upload per image, download, evaluation-key bytes and the plan.
+4. Latency mode (``unseen.crypto.he_latency``): the first ``--latency-n`` test images one at a time,
+   one ciphertext each; server seconds per image (median and 95th percentile), upload, download,
+   evaluation keys (relinearization + the planned rotations), agreement and accuracy.
 
 Writes benchmarks/results/he_inference.json. Usage: .venv/bin/python benchmarks/he_inference.py [--model RUN_DIR]
 """
@@ -40,11 +43,13 @@ PUBLISHED = [
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, help="a finished he_cnn run folder (default: train one)")
-    parser.add_argument("--n", type=int, default=10_000, help="test images to classify encrypted")
+    parser.add_argument("--n", type=int, default=10_000, help="test images to classify encrypted (throughput)")
+    parser.add_argument("--latency-n", type=int, default=1_000, help="test images to classify one by one (latency)")
     args = parser.parse_args()
 
     import unseen
     from unseen.crypto.he_inference import infer, model_forward
+    from unseen.crypto.he_latency import infer_latency
     from unseen.experiment import load_spec, load_trained_model
 
     with tempfile.TemporaryDirectory() as out:
@@ -77,9 +82,28 @@ def main() -> None:
         "logit_scale": res["plan"].logit_scale, "server_threads": 1,
     }
     print(json.dumps(row, indent=2))
+
+    few, few_labels = ds.test.x[: args.latency_n], ds.test.y[: args.latency_n]
+    lat = infer_latency(net, ds.input_shape, few, ds.train.x[:2000],
+                        on_image=lambda done, total: done % 100 == 0 and print(f"  latency {done}/{total}", flush=True))
+    enc, pla = lat["logits"].argmax(1), model_forward(net, few).argmax(1)
+    latency = {
+        "images": len(few), "encrypted_accuracy": float(np.mean(enc == few_labels)),
+        "plaintext_accuracy": float(np.mean(pla == few_labels)), "argmax_agreement": float(np.mean(enc == pla)),
+        "server_seconds_median": lat["server_seconds_median"],
+        "server_seconds_p95": float(np.percentile(lat["server_seconds"], 95)),
+        "upload_kb_per_image": lat["upload_bytes_per_image"] / 1e3,
+        "download_kb_per_image": lat["download_bytes_per_image"] / 1e3,
+        "evaluation_key_mb": lat["evaluation_key_bytes"] / 1e6, "galois_key_mb": lat["galois_key_bytes"] / 1e6,
+        "relin_key_mb": lat["relin_key_bytes"] / 1e6, "rotation_steps": lat["rotation_steps"],
+        "server_setup_seconds": lat["server_setup_seconds"], "plan": lat["plan"].network.he.to_dict(),
+        "server_threads": 1,
+    }
+    print(json.dumps(latency, indent=2))
     (ROOT / "results" / "he_inference.json").write_text(json.dumps({
-        "benchmark": "he_inference", "mode": "throughput", "unseen": unseen.__version__, "tenseal": ts.__version__,
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()}, "result": row, "published": PUBLISHED,
+        "benchmark": "he_inference", "unseen": unseen.__version__, "tenseal": ts.__version__,
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()}, "result": row, "latency": latency,
+        "published": PUBLISHED,
     }, indent=2))
 
 

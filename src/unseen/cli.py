@@ -475,7 +475,8 @@ def he_train_logreg(
 def he_infer(
     model: Annotated[Path, typer.Option("--model", help="a finished run folder with an HE-friendly model (he_cnn)")],
     n: Annotated[int, typer.Option("--n", min=1, help="how many test images to classify encrypted")] = 100,
-    mode: Annotated[str, typer.Option("--mode", help="throughput (one image per slot, CryptoNets-style)")] = "throughput",
+    mode: Annotated[str, typer.Option("--mode", help="throughput (one image per slot, batches of 4,096) or latency "
+                                                     "(one image per ciphertext)")] = "throughput",
     report: Annotated[Path | None, typer.Option("--report", help="write he_infer.json and .html in this folder")] = None,
     fmt: FormatOpt = "table",
 ) -> None:
@@ -483,28 +484,37 @@ def he_infer(
     import numpy as np
 
     from unseen.crypto.he_inference import infer, model_forward
+    from unseen.crypto.he_latency import infer_latency
 
     _check_format(fmt)
-    if mode != "throughput":
-        raise UnseenError(f"--mode {mode}: only 'throughput' is built so far (latency mode, one image with "
-                          "LoLa-style packing, is planned).")
+    if mode not in ("throughput", "latency"):
+        raise UnseenError(f"--mode {mode}: use 'throughput' or 'latency'.")
     _, ds, net = experiment.load_trained_model(model)
     images, labels = ds.test.x[:n], ds.test.y[:n]
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err, disable=fmt == "json") as bar:
-        task = bar.add_task("encrypted inference", total=len(images))
-        res = infer(net, ds.input_shape, images, ds.train.x[:2000],
-                    on_batch=lambda done, _: bar.update(task, completed=done))
+        task = bar.add_task(f"encrypted inference ({mode})", total=len(images))
+        progress = lambda done, _: bar.update(task, completed=done)  # noqa: E731
+        if mode == "throughput":
+            res = infer(net, ds.input_shape, images, ds.train.x[:2000], on_batch=progress)
+        else:
+            res = infer_latency(net, ds.input_shape, images, ds.train.x[:2000], on_image=progress)
     encrypted, plain = res["logits"].argmax(1), model_forward(net, images).argmax(1)
-    values = {
+    values: dict[str, Any] = {
         "images": len(images), "mode": mode, "encrypted_accuracy": float(np.mean(encrypted == labels)),
         "plaintext_accuracy": float(np.mean(plain == labels)), "argmax_agreement": float(np.mean(encrypted == plain)),
-        "server_seconds": res["server_seconds"], "server_ms_per_image": 1e3 * res["server_seconds_per_image"],
-        "client_encrypt_seconds": res["client_encrypt_seconds"], "client_decrypt_seconds": res["client_decrypt_seconds"],
-        "upload_kb_per_image": res["upload_bytes_per_image"] / 1e3, "download_bytes": res["download_bytes"],
-        "evaluation_key_mb": res["evaluation_key_bytes"] / 1e6, "plan": res["plan"].he.describe(),
-        "depth": res["plan"].depth,
     }
+    if mode == "throughput":
+        values.update(server_seconds=res["server_seconds"], server_ms_per_image=1e3 * res["server_seconds_per_image"],
+                      client_encrypt_seconds=res["client_encrypt_seconds"],
+                      upload_kb_per_image=res["upload_bytes_per_image"] / 1e3, download_bytes=res["download_bytes"])
+    else:
+        values.update(server_seconds_per_image_median=res["server_seconds_median"],
+                      upload_kb_per_image=res["upload_bytes_per_image"] / 1e3,
+                      download_kb_per_image=res["download_bytes_per_image"] / 1e3,
+                      rotation_steps=" ".join(map(str, res["rotation_steps"])))
+    values.update(evaluation_key_mb=res["evaluation_key_bytes"] / 1e6, plan=res["plan"].he.describe()
+                  if mode == "throughput" else res["plan"].network.he.describe())
     _show_summary(values, f"encrypted inference ({mode})", fmt, report, "he_infer",
                   "CKKS on SEAL (TenSEAL bindings): the server evaluated the network on ciphertexts only.")
 

@@ -60,3 +60,36 @@ def test_values_beyond_what_the_modulus_holds_are_refused_before_encryption():
     huge = np.full((4, 1, 8, 8), 1e6)
     with pytest.raises(HEPlanError, match="scale the inputs down"):
         hei.plan_network(model, (1, 8, 8), huge)
+
+
+def test_latency_mode_classifies_one_image_per_ciphertext_with_only_the_planned_rotations():
+    from unseen.crypto import he_latency as hel
+
+    model = _small_net()
+    rng = np.random.default_rng(2)
+    images = rng.normal(size=(3, 1, 8, 8))
+    plan = hel.plan_latency(model, (1, 8, 8), rng.normal(size=(256, 1, 8, 8)))
+    # Kernel steps (1 pixel, 1 row of 8), baby and giant steps, and the folds of each dense layer.
+    assert plan.galois_steps == [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048]
+    chain = plan.network.he.coeff_bits  # the key-switching prime takes the bits security leaves: quieter rotations
+    assert chain[-1] > chain[0] and plan.network.he.modulus_bits == 218
+    client = hel.LatencyClient(plan)
+    server = hel.LatencyServer(plan, client.relin_keys, client.galois_keys)
+    expected = hei.model_forward(model, images)
+    for image, want in zip(images, expected, strict=True):
+        sent = client.encrypt(image)
+        got = client.decrypt(server.evaluate(sent), 4)
+        np.testing.assert_allclose(got, want, atol=2e-3 * np.abs(expected).max())
+        assert got.argmax() == want.argmax()
+    secret = hei._dump(client.secret)
+    received = b"".join([client.relin_keys, client.galois_keys, sent])
+    windows = [secret[i : i + 32] for i in range(len(secret) // 4, len(secret) - 32, len(secret) // 8)]
+    assert not any(w in received for w in windows)
+
+
+def test_latency_mode_refuses_inputs_it_cannot_pack():
+    from unseen.crypto import he_latency as hel
+
+    wide = nn.Sequential(nn.Conv2d(3, 2, 3), Square(), nn.Flatten(), nn.Linear(2 * 6 * 6, 2))
+    with pytest.raises(HEPlanError, match="in_channels = 1"):
+        hel.plan_latency(wide, (3, 8, 8), np.zeros((2, 3, 8, 8)))

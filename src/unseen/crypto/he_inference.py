@@ -145,7 +145,7 @@ class NetworkPlan:
 
 
 def plan_network(model: nn.Module, input_shape: tuple[int, ...], calibration: np.ndarray, *,
-                 scale_bits: int = 29, slots: int = 4096) -> NetworkPlan:
+                 scale_bits: int = 29, slots: int = 4096, special_bits: int | None = None) -> NetworkPlan:
     """Compile, calibrate on plaintext images, scale the logits and plan CKKS, all before any encryption."""
     layers = compile_network(model, input_shape)
     if not layers or not isinstance(layers[-1], Linear):
@@ -159,7 +159,8 @@ def plan_network(model: nn.Module, input_shape: tuple[int, ...], calibration: np
     last = layers[-1]
     layers[-1] = Linear(last.indices, [w / scale for w in last.weights], last.bias / scale)
     integer_bits = int(np.ceil(np.log2(LOGIT_BOUND))) + 1
-    he = plan_ckks(len(layers), scale_bits=scale_bits, integer_bits=integer_bits, min_slots=slots)
+    he = plan_ckks(len(layers), scale_bits=scale_bits, integer_bits=integer_bits, min_slots=slots,
+                   special_bits=special_bits)
     check(he, len(layers))
     # Every intermediate value must fit the modulus left at its level (value * scale < q / 2).
     for level, m in enumerate(magnitudes[:-1], start=1):

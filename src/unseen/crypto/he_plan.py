@@ -61,11 +61,13 @@ class HEPlan:
 
 
 def plan_ckks(depth: int, *, scale_bits: int = 40, integer_bits: int = 20, min_slots: int = 1,
-              min_degree: int = 1024) -> HEPlan:
+              min_degree: int = 1024, special_bits: int | None = None) -> HEPlan:
     """The smallest 128-bit-secure CKKS parameters for ``depth`` rescales at scale ``2^scale_bits``.
 
     ``integer_bits`` bounds the magnitude of every intermediate value (|x| < 2^integer_bits);
-    ``min_slots`` is how many values one ciphertext must hold.
+    ``min_slots`` is how many values one ciphertext must hold. ``special_bits`` sets the key-switching
+    prime (default: as large as the largest other prime); rotations add noise in proportion to the
+    largest data prime over it, so computations with many rotations want it larger.
     """
     if depth < 0:
         raise HEPlanError(f"depth must be >= 0, got {depth}")
@@ -76,7 +78,10 @@ def plan_ckks(depth: int, *, scale_bits: int = 40, integer_bits: int = 20, min_s
                           f"bound the values more tightly (integer_bits)")
     if scale_bits < 20:
         raise HEPlanError(f"scale 2^{scale_bits} leaves almost no precision after encryption noise: use >= 20 bits")
-    special = max(first, scale_bits)
+    special = max(first, scale_bits) if special_bits is None else special_bits
+    if special > MAX_PRIME_BITS or special < max(first, scale_bits):
+        raise HEPlanError(f"the special prime must have {max(first, scale_bits)} to {MAX_PRIME_BITS} bits, "
+                          f"got {special}")
     chain = (first, *([scale_bits] * depth), special)
     total = sum(chain)
     for degree, limit in MAX_COEFF_BITS.items():
