@@ -7,9 +7,9 @@ evaluates the global model once on the test set (not timed in the rounds).
 
 Contenders, each in a fresh process launched by this script:
 - plain: a single-process PyTorch loop (clients one after another, then the weighted average);
-- unseen_sequential, unseen_vectorized (torch.func), unseen_workers (2 forked worker processes):
-  ``unseen.run`` with the same spec apart from ``[runtime]``; the simulator also serializes every
-  payload and checkpoints every round, which the plain loop does not;
+- unseen_sequential, unseen_vectorized (torch.func), unseen_workers (forked worker processes, one per
+  thread), unseen_workers_vectorized (both): ``unseen.run`` with the same spec apart from ``[runtime]``;
+  the simulator also serializes every payload and checkpoints every round, which the plain loop does not;
 - flower: Flower's simulation (``flwr.simulation.run_simulation``, Message API, FedAvg), when the
   ``bench`` extra is installed, with the same client code as the plain loop.
 
@@ -46,7 +46,8 @@ ROOT = Path(__file__).resolve().parent
 os.environ.setdefault("UNSEEN_DATA_DIR", str(ROOT.parent.parent / "shared" / "data"))
 
 SEED, ROUNDS, SAMPLES, BATCH, LR = 0, 3, 600, 32, 0.05
-CONTENDERS = ("plain", "unseen_sequential", "unseen_vectorized", "unseen_workers", "flower")
+CONTENDERS = ("plain", "unseen_sequential", "unseen_vectorized", "unseen_workers", "unseen_workers_vectorized",
+              "flower")
 
 
 # --- the client code shared by the plain loop and Flower ---------------------------------------------
@@ -206,6 +207,8 @@ def child(contender: str, n_clients: int, threads: int, out: Path) -> None:
         res = run_unseen(n_clients, threads, {"vectorize": "on"})
     elif contender == "unseen_workers":
         res = run_unseen(n_clients, 1, {"vectorize": "off", "workers": threads, "worker_threads": 1})
+    elif contender == "unseen_workers_vectorized":
+        res = run_unseen(n_clients, 1, {"vectorize": "on", "workers": threads, "worker_threads": 1})
     elif contender == "flower":
         res = run_flower(n_clients, threads)
     elif contender == "unseen_1000":
@@ -312,6 +315,8 @@ def main() -> None:
     parser.add_argument("--contenders", nargs="+", default=list(CONTENDERS))
     parser.add_argument("--thousand", action="store_true", help="also run 1,000 clients (10%% per round)")
     parser.add_argument("--sweep", action="store_true", help="also time vectorized vs one by one per model")
+    parser.add_argument("--merge", action="store_true",
+                        help="replace only the measured (clients, threads) blocks of the results file")
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -363,8 +368,17 @@ def main() -> None:
         r = measure("unseen_1000", 1000, 2)
         report["thousand_clients"] = r
         print(f"  {r}", flush=True)
+    path = ROOT / "results" / "fl_simulation.json"
+    if args.merge and path.exists():  # replace the measured blocks (clients, threads) whole: ratios stay same-run
+        old = json.loads(path.read_text())
+        fresh = {(r["clients"], r["threads"]): r for r in report["runs"]}
+        old["runs"] = [fresh.pop((r["clients"], r["threads"]), r) for r in old["runs"]] + list(fresh.values())
+        for key in ("vectorize_sweep", "thousand_clients"):
+            if key in report:
+                old[key] = report[key]
+        report = old
     print_table(report)
-    (ROOT / "results" / "fl_simulation.json").write_text(json.dumps(report, indent=2))
+    path.write_text(json.dumps(report, indent=2))
 
 
 def print_table(report: dict) -> None:

@@ -475,6 +475,8 @@ def he_train_logreg(
 def he_infer(
     model: Annotated[Path, typer.Option("--model", help="a finished run folder with an HE-friendly model (he_cnn)")],
     n: Annotated[int, typer.Option("--n", min=1, help="how many test images to classify encrypted")] = 100,
+    dataset: Annotated[str | None, typer.Option("--dataset", help="test images from this dataset (default: the "
+                                                                   "run's; same image shape needed)")] = None,
     mode: Annotated[str, typer.Option("--mode", help="throughput (one image per slot, batches of 4,096) or latency "
                                                      "(one image per ciphertext)")] = "throughput",
     report: Annotated[Path | None, typer.Option("--report", help="write he_infer.json and .html in this folder")] = None,
@@ -489,7 +491,15 @@ def he_infer(
     _check_format(fmt)
     if mode not in ("throughput", "latency"):
         raise UnseenError(f"--mode {mode}: use 'throughput' or 'latency'.")
-    _, ds, net = experiment.load_trained_model(model)
+    spec, ds, net = experiment.load_trained_model(model)
+    if dataset is not None and dataset != spec.data.name:
+        from unseen.data import load
+
+        other = load(dataset)
+        if other.input_shape != ds.input_shape:
+            raise UnseenError(f"--dataset {dataset} has inputs of shape {other.input_shape}, the model in {model} "
+                              f"takes {ds.input_shape}.")
+        ds = other
     images, labels = ds.test.x[:n], ds.test.y[:n]
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err, disable=fmt == "json") as bar:
