@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from tests.conftest import needs
 from unseen.experiment import load_spec, run
 
 CLI = [sys.executable, "-m", "unseen.cli"]
@@ -143,3 +144,18 @@ def test_he_train_logreg_reports_accuracy_beside_plaintext_and_refuses_images(tm
     assert json.loads((tmp_path / "he_logreg.json").read_text())["iterations"] == 2
     bad = unseen("he", "train-logreg", "--dataset", "digits", check=False)
     assert bad.returncode == 2 and "binary tabular" in " ".join(bad.stderr.split())
+
+
+@needs("mnist")
+def test_he_infer_latency_mode_on_a_trained_he_cnn(tmp_path):
+    spec = tmp_path / "he.toml"
+    spec.write_text('name = "he"\nmode = "central"\n[data]\nname = "mnist"\n[model]\nname = "he_cnn"\n'
+                    '[train]\nepochs = 1\nbatch_size = 64\noptimizer = "adamw"\nlr = 0.002\n')
+    unseen("run", str(spec), "--output", str(tmp_path / "runs"), "--format", "json")
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    proc = unseen("he", "infer", "--model", str(run_dir), "--n", "5", "--mode", "latency", "--format", "json")
+    values = json.loads(proc.stdout)
+    assert values["images"] == 5 and values["argmax_agreement"] == 1.0
+    assert values["upload_kb_per_image"] < 250 and values["evaluation_key_mb"] < 20
+    bad = unseen("he", "infer", "--model", str(run_dir), "--dataset", "adult", check=False)
+    assert bad.returncode == 2 and "shape" in bad.stderr
