@@ -101,7 +101,8 @@ def throughput(model_name: str, n: int, batch: int, steps: int) -> dict:
     return out
 
 
-def accuracy(eps_list: list[float], epochs: int, schedule: str = "constant", lr: float | None = None) -> list[dict]:
+def accuracy(eps_list: list[float], epochs: int, schedule: str = "constant", lr: float | None = None,
+             batch: int | None = None) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for eps in eps_list:
@@ -112,6 +113,8 @@ def accuracy(eps_list: list[float], epochs: int, schedule: str = "constant", lr:
             raw["train"]["lr_schedule"] = schedule
             if lr is not None:
                 raw["train"]["lr"] = lr
+            if batch is not None:
+                raw["train"]["batch_size"] = batch
             raw["privacy"]["epsilon"] = eps
             start = time.perf_counter()
             result = unseen.run(unseen.parse_spec(raw))
@@ -151,6 +154,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--lr-schedule", default="constant", choices=["constant", "cosine"], help="(b) learning rate")
     parser.add_argument("--lr", type=float, default=None, help="(b) peak learning rate (default: the recipe's)")
+    parser.add_argument("--batch", type=int, default=None, help="(b) expected batch size (default: the recipe's)")
     args = parser.parse_args()
     report = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     report["machine"] = {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
@@ -160,7 +164,8 @@ def main() -> None:
         report["throughput"] = [throughput(m, 60000, 256, args.steps) for m in ("cnn", "dp_cnn")]
     if "b" in args.part:
         print(f"(b) accuracy vs epsilon, delta 1e-5, {args.epochs} epochs")
-        report["accuracy"] = accuracy([float(e) for e in args.eps.split(",")], args.epochs, args.lr_schedule, args.lr)
+        report["accuracy"] = accuracy([float(e) for e in args.eps.split(",")], args.epochs, args.lr_schedule, args.lr,
+                                      args.batch)
     if "c" in args.part:
         print("(c) user-level DP-FedAvg on MNIST shards, 100 clients, epsilon 8")
         report["federated"] = federated(args.rounds)
