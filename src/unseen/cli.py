@@ -523,8 +523,7 @@ def he_infer(
                       upload_kb_per_image=res["upload_bytes_per_image"] / 1e3,
                       download_kb_per_image=res["download_bytes_per_image"] / 1e3,
                       rotation_steps=" ".join(map(str, res["rotation_steps"])))
-    values.update(evaluation_key_mb=res["evaluation_key_bytes"] / 1e6, plan=res["plan"].he.describe()
-                  if mode == "throughput" else res["plan"].network.he.describe())
+    values.update(evaluation_key_mb=res["evaluation_key_bytes"] / 1e6, plan=res["plan"].he.describe())
     _show_summary(values, f"encrypted inference ({mode})", fmt, report, "he_infer",
                   "CKKS on SEAL (TenSEAL bindings): the server evaluated the network on ciphertexts only.")
 

@@ -183,6 +183,11 @@ def _seal_context(plan: HEPlan) -> seal.SEALContext:
     return ctx
 
 
+def next_prime(ctx: seal.SEALContext, parms_id: Any) -> float:
+    """The prime the next rescale drops at this level: plaintexts encoded at this scale keep it exact."""
+    return float(ctx.get_context_data(parms_id).parms().coeff_modulus()[-1].value())
+
+
 def _dump(obj: Any) -> bytes:
     fd, path = tempfile.mkstemp(dir=_SCRATCH)
     os.close(fd)
@@ -261,8 +266,7 @@ def server_evaluate(plan: NetworkPlan, evaluation_keys: bytes, inputs: list[byte
                 evaluator.rescale_to_next_inplace(ct)
             continue
         parms_id = cts[0].parms_id()
-        # Weights are encoded at the scale of the prime the rescale drops, so the scale is kept exactly.
-        prime = float(ctx.get_context_data(parms_id).parms().coeff_modulus()[-1].value())
+        prime = next_prime(ctx, parms_id)
         plain, term, out = seal.Plaintext(), seal.Ciphertext(), []
         for idx, wts, b in zip(layer.indices, layer.weights, layer.bias, strict=True):
             acc = None

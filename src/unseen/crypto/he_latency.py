@@ -32,9 +32,10 @@ from unseen.crypto.he_inference import (
     _dump,
     _load,
     _seal_context,
+    next_prime,
     plan_network,
 )
-from unseen.crypto.he_plan import MAX_COEFF_BITS, MAX_PRIME_BITS, HEPlanError, plan_ckks
+from unseen.crypto.he_plan import MAX_COEFF_BITS, MAX_PRIME_BITS, HEPlan, HEPlanError, plan_ckks
 
 LATENCY_SCALE_BITS = 29  # measured: more scale bits beat a larger special prime (errors 1e-4 vs 2e-3 at 25 bits)
 
@@ -72,6 +73,10 @@ class LatencyPlan:
     segment: int
     maps: int
     galois_steps: list[int] = field(default_factory=list)
+
+    @property
+    def he(self) -> HEPlan:
+        return self.network.he
 
 
 def galois_elements(steps: list[int], poly_degree: int) -> list[int]:
@@ -232,10 +237,8 @@ class LatencyServer:
 
     def _times(self, ct: seal.Ciphertext, vec: np.ndarray) -> seal.Ciphertext:
         """ct * plaintext vector, encoded at the prime the next rescale drops (the scale is kept exactly)."""
-        parms = ct.parms_id()
-        prime = float(self.context.get_context_data(parms).parms().coeff_modulus()[-1].value())
         plain, out = seal.Plaintext(), seal.Ciphertext()
-        self.encoder.encode(vec.tolist(), parms, prime, plain)
+        self.encoder.encode(vec.tolist(), ct.parms_id(), next_prime(self.context, ct.parms_id()), plain)
         self.evaluator.multiply_plain(ct, plain, out)
         return out
 

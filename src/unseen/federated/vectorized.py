@@ -24,6 +24,7 @@ from torch.func import functional_call, grad_and_value, vmap
 from torch.nn import functional as F
 
 from unseen.federated.client import ClientResult, LocalTraining
+from unseen.federated.params import unflatten
 
 # Layers whose training-time behaviour vmap would change (random masks per call, running statistics).
 _STATEFUL = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd, nn.GroupNorm, nn.LSTM, nn.GRU)
@@ -100,11 +101,9 @@ def _train_chunk(
     k = len(data)
     device = data[0][0].device
     names = [name for name, _ in model.named_parameters()]
-    shapes = [p.shape for _, p in model.named_parameters()]
     start = global_params.to(device)
-    pieces = torch.split(start, [s.numel() for s in shapes])
-    params = {n: piece.view(s).unsqueeze(0).repeat(k, *[1] * len(s)).contiguous()
-              for n, piece, s in zip(names, pieces, shapes, strict=True)}
+    params = {n: piece.unsqueeze(0).repeat(k, *[1] * piece.dim()).contiguous()
+              for n, piece in zip(names, unflatten(model, start), strict=True)}
     anchor = {n: p.clone() for n, p in params.items()} if config.prox_mu > 0 else None
     momentum = {n: torch.zeros_like(p) for n, p in params.items()} if config.momentum > 0 else None
 
