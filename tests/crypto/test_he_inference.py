@@ -79,7 +79,10 @@ def test_latency_mode_classifies_one_image_per_ciphertext_with_only_the_planned_
     for image, want in zip(images, expected, strict=True):
         sent = client.encrypt(image)
         got = client.decrypt(server.evaluate(sent), 4)
-        np.testing.assert_allclose(got, want, atol=2e-3 * np.abs(expected).max())
+        # CKKS noise is random and cannot be seeded: at this 29-bit scale the worst logit is off by about
+        # 9e-4 of the largest (std 3e-4, 1.8e-3 seen in 45 runs). 1e-2 never fails by chance; a wrong
+        # rotation or weight is off by the size of the values themselves.
+        np.testing.assert_allclose(got, want, atol=1e-2 * np.abs(expected).max())
         assert got.argmax() == want.argmax()
     secret = hei._dump(client.secret)
     received = b"".join([client.relin_keys, client.galois_keys, sent])
