@@ -125,10 +125,10 @@ def test_the_servers_view_of_one_update_is_uniform_and_independent_of_the_input(
             x = {c: np.full(p.dim, value if c == 0 else 7, dtype=np.uint32) for c in range(4)}
             seen, _ = _capture(p, x)
             counts += np.bincount(_masked_view(seen, 0, np.uint32), minlength=256)
-        assert stats.chisquare(counts).pvalue > 1e-4  # uniform over Z_256
+        assert stats.chisquare(counts).pvalue > 1e-6  # uniform over Z_256 (keys are fresh, so the bound is a flake rate)
         views[label] = counts
     table = np.vstack([views["zeros"], views["constant"]])
-    assert stats.chi2_contingency(table).pvalue > 1e-4  # same distribution whatever client 0 holds
+    assert stats.chi2_contingency(table).pvalue > 1e-6  # same distribution whatever client 0 holds
 
 
 def test_no_private_key_or_plain_share_of_a_survivor_ever_reaches_the_server(monkeypatch) -> None:

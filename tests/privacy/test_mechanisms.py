@@ -119,7 +119,7 @@ def test_adaptive_clip_moves_towards_the_quantile():
 def test_noise_is_gaussian_with_the_stated_std(secure):
     sample = gaussian_noise((50_000,), 3.0, generator=torch.Generator().manual_seed(0), secure=secure).double().numpy()
     assert abs(sample.mean()) < 0.05 and sample.std() == pytest.approx(3.0, rel=0.02)
-    assert stats.kstest(sample / 3.0, "norm").pvalue > 1e-3
+    assert stats.kstest(sample / 3.0, "norm").pvalue > 1e-6  # p is uniform under the null: 1e-6 never flakes
 
 
 def test_secure_noise_is_not_reproducible_and_seeded_noise_is():

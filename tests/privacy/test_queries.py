@@ -24,7 +24,9 @@ def test_intervals_cover_the_truth_as_often_as_stated(query):
         answer = session.count(0.5) if query == "count" else session.sum("age", (0, 100), 0.5)
         hits += answer.interval[0] <= truth <= answer.interval[1]
     coverage = hits / runs
-    assert 0.91 <= coverage <= 1.0, coverage  # stated 95%; 300 draws give about +-2.5%
+    # Stated 95%. Noise comes from OpenDP's CSPRNG and cannot be seeded, so thresholds are binomial
+    # tails: at a true 95%, P(coverage < 0.88 in 300 draws) = 5e-7 (0.91 failed about 1 run in 800).
+    assert 0.88 <= coverage <= 1.0, coverage
 
 
 def test_budget_refuses_the_query_that_would_exceed_it():
@@ -50,7 +52,7 @@ def test_answers_carry_their_guarantee_and_mean_intervals_cover():
     runs = 200
     hits = sum(lo <= truth <= hi for lo, hi in
                (QuerySession(FRAME, epsilon=1.0).mean("age", (0, 100), 0.5).interval for _ in range(runs)))
-    assert hits / runs >= 0.85, hits / runs
+    assert hits / runs >= 0.8, hits / runs  # at a true 90%, P(< 0.8 in 200 draws) = 7e-6
 
 
 def test_bad_queries_are_clear_errors():
@@ -175,7 +177,7 @@ def test_float_sums_cover_the_truth_and_charge_at_most_epsilon():
         a = session.sum("score", (0.0, 1.0), 0.5)
         assert isinstance(a.value, float) and session.spent <= 0.5
         hits += a.interval[0] <= truth <= a.interval[1]
-    assert hits / 200 >= 0.9  # stated 95%
+    assert hits / 200 >= 0.85  # stated 95%; P(< 0.85 in 200 draws) = 2e-8
 
 
 def test_contribution_limits_bound_each_persons_influence():
@@ -184,7 +186,9 @@ def test_contribution_limits_bound_each_persons_influence():
     assert len(session.frame) == 52  # person 0 keeps 2 of its 50 rows
     a = session.sum("amount", (0, 100), 5.0)
     assert a.guarantee.unit == "user" and session.spent == pytest.approx(5.0)
-    assert abs(a.value - 250) < 200  # 2 x 100 + 50 x 1, noise scale 2 x 100 / 5 = 40
+    # 2 x 100 + 50 x 1 = 250; without the cap it would be 5,050. Laplace noise of scale 2 x 100 / 5 = 40
+    # exceeds 1,000 with probability e^-25 (a bound of 200, e^-5, failed CI once).
+    assert abs(a.value - 250) < 1000
     with pytest.raises(UnseenError, match="needs person"):
         QuerySession(frame, epsilon=1.0, max_rows=3)
 
@@ -201,14 +205,15 @@ def test_a_query_spec_can_cap_each_persons_rows():
 
 def test_variance_is_close_and_its_interval_covers_the_truth():
     truth = float(FRAME.age.var(ddof=0))
-    hits = 0
+    hits, errors = 0, []
     for _ in range(50):
         session = QuerySession(FRAME, epsilon=3.0)
         a = session.variance("age", (18, 90), 3.0)
         assert session.spent <= 3.0 * (1 + 1e-9) and len(session.answers) == 1
         hits += a.interval[0] <= truth <= a.interval[1]
-    assert hits / 50 >= 0.85  # stated: at least 3 * 95% - 2 = 85%
-    assert abs(a.value - truth) / truth < 0.5
+        errors.append(abs(a.value - truth) / truth)
+    assert hits / 50 >= 0.85  # stated: at least 3 * 95% - 2 = 85% (measured 99.5% over 400 draws)
+    assert np.median(errors) < 0.15  # measured median 0.05 over 400 draws
 
 
 def test_a_model_trained_after_statistics_gets_what_is_left_of_the_budget(tmp_path):
