@@ -226,8 +226,9 @@ class RuntimeSpec(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int | None = Field(None, ge=1)
     eval_batch_size: int = Field(2048, ge=1)
-    grad_sample_mode: Literal["ghost", "hooks", "functorch", "ew"] = Field(
-        "ghost", description="how Opacus gets per-sample gradient norms for DP-SGD (ghost clipping is fastest)")
+    grad_sample_mode: Literal["auto", "bk", "ghost", "hooks", "functorch", "ew"] = Field(
+        "auto", description="how DP-SGD gets per-sample clipped gradients: bk (one backward pass, Linear/Conv2d "
+                            "models), Opacus's ghost / hooks / functorch / ew; auto = bk where it applies, else ghost")
     vectorize: Literal["auto", "on", "off"] = Field(
         "auto", description="train a round's clients together with torch.func (auto: on a GPU, and on a CPU for "
                             "small dense models, where it is measured faster; see docs/performance.md)")

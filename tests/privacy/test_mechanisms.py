@@ -23,7 +23,7 @@ def _outlier_data(n=50):
     return x, (x[:, 0] > 0).long()
 
 
-@pytest.mark.parametrize("mode", ["ghost", "hooks"])
+@pytest.mark.parametrize("mode", ["bk", "ghost", "hooks"])
 def test_dp_sgd_clips_every_record(mode):
     model = init_model("logreg", (10,), 2, seed=0)
     params = get_flat(model)
@@ -54,6 +54,77 @@ def test_ghost_clipping_equals_materialized_per_sample_clipping():
                              torch.Generator().manual_seed(3)).delta for mode in ("ghost", "hooks")]
     assert updates[0].norm() > 0
     assert torch.allclose(updates[0], updates[1], rtol=1e-3, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["cnn", "dp_cnn", "lenet"])
+def test_one_pass_clipping_takes_the_same_noisy_steps_as_opacus(name):
+    # Same Poisson batches, same noise draws, momentum and weight decay: our one-backward path and
+    # Opacus's materialized per-sample gradients must give the same update.
+    model = init_model(name, (1, 28, 28), 10, seed=0)
+    params = get_flat(model)
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(48, 1, 28, 28, generator=g), torch.randint(0, 10, (48,), generator=g)
+    local = LocalTraining(epochs=2, lr=0.5, momentum=0.9, weight_decay=1e-3)
+    dp = {mode: DPSGD(0.8, 0.05, 0.3, grad_sample_mode=mode) for mode in ("bk", "hooks")}
+    ours, theirs = (dp_sgd_update(model, params, x, y, local, dp[m], torch.Generator().manual_seed(4))
+                    for m in ("bk", "hooks"))
+    assert ours.steps == theirs.steps == 8 and ours.delta.norm() > 0
+    assert torch.allclose(ours.delta, theirs.delta, rtol=1e-4, atol=1e-6)
+    assert ours.mean_loss == pytest.approx(theirs.mean_loss, rel=1e-5)
+
+
+def test_per_sample_norms_and_clipped_sums_match_torch_func():
+    from torch.func import functional_call, grad, vmap
+
+    from unseen.privacy.per_sample import clipped_grad_sum
+
+    # Every branch: dense Linear (ghost norm), Linear on a sequence, a convolution with stride,
+    # padding and dilation (materialized) and one with many channels over few positions (ghost).
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(2, 3, 3, stride=2, padding=2, dilation=2)
+            self.wide = nn.Conv2d(3, 64, 4, bias=False)  # 64 x 12 weights over 3 x 3 positions: ghost norm
+            self.seq = nn.Linear(4, 5)
+            self.out = nn.Linear(64 * 5, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            z = torch.tanh(self.wide(torch.tanh(self.conv(x))))  # (B, 3, 6, 6) -> (B, 64, 3, 3)
+            z = torch.tanh(self.seq(z.flatten(2)[..., :4]))  # (B, 64, 5): a sequence of 64 tokens
+            return self.out(z.flatten(1))
+
+    torch.manual_seed(0)
+    model = Net()
+    x, y = torch.randn(6, 2, 11, 11), torch.randint(0, 3, (6,))
+    weights = {k: v.detach() for k, v in model.named_parameters()}
+
+    def loss(p, xi, yi):
+        return nn.functional.cross_entropy(functional_call(model, p, (xi[None],)), yi[None])
+
+    per_sample = vmap(grad(loss), in_dims=(None, 0, 0))(weights, x, y)
+    norms = torch.sqrt(sum(v.flatten(1).square().sum(1) for v in per_sample.values()))
+    clip = (0.05 / (norms + 1e-6)).clamp(max=1)
+    sums, got_norms, _ = clipped_grad_sum(model, x, y, 0.05)
+    assert torch.allclose(got_norms, norms, rtol=1e-5)
+    for name, p in model.named_parameters():
+        want = torch.einsum("b,b...->...", clip, per_sample[name])
+        assert torch.allclose(sums[p], want, rtol=1e-4, atol=1e-7), name
+    assert all(p.grad is None for p in model.parameters())  # parameter gradients were never formed
+
+
+def test_one_pass_clipping_names_the_layers_it_cannot_handle():
+    from unseen.privacy.per_sample import unsupported_layers
+
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.GroupNorm(2, 4), nn.Flatten(), nn.Linear(4 * 26 * 26, 10))
+    assert unsupported_layers(model) == ["1 (GroupNorm)"]
+    x, y = torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))
+    local = LocalTraining(epochs=1, lr=0.1)
+    with pytest.raises(ModelError, match=r"not 1 \(GroupNorm\).*ghost"):
+        dp_sgd_update(model, get_flat(model), x, y, local, DPSGD(1.0, 1.0, 0.5, grad_sample_mode="bk"),
+                      torch.Generator().manual_seed(0))
+    # "auto" hands such a model to Opacus's ghost clipping instead.
+    auto = dp_sgd_update(model, get_flat(model), x, y, local, DPSGD(1.0, 1.0, 0.5), torch.Generator().manual_seed(0))
+    assert torch.isfinite(auto.delta).all() and auto.delta.norm() > 0
 
 
 def test_empty_poisson_batches_still_take_noisy_steps():

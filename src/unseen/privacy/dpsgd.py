@@ -2,9 +2,15 @@
 
 ``dp_sgd_update`` is the private twin of :func:`unseen.federated.local_update`: same inputs and
 output, but batches are Poisson-sampled (each record independently with rate q, as the accountant
-for subsampled Gaussian steps assumes), per-sample gradients are computed by Opacus's
-``GradSampleModule``, clipped to ``max_grad_norm`` and noised by Opacus's ``DPOptimizer``. An
-empty batch still takes a noise-only step: the accountant counts every step.
+for subsampled Gaussian steps assumes), per-sample gradients are clipped to ``max_grad_norm`` and
+Gaussian noise of std ``noise_multiplier * max_grad_norm`` is added to their sum, which is divided
+by the expected batch size. An empty batch still takes a noise-only step: the accountant counts
+every step.
+
+How the clipped sum is computed is a performance setting (``grad_sample_mode``): "bk" is
+:mod:`unseen.privacy.per_sample` (one backward pass; Linear and Conv2d models), the others are
+Opacus's ``GradSampleModule`` variants with its ``DPOptimizer``. "auto" takes "bk" where it applies
+and Opacus's ghost clipping elsewhere. All give the same update for the same generator.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from unseen.errors import ModelError
 from unseen.federated.client import ClientResult, LocalTraining
 from unseen.federated.params import get_flat, set_flat
 from unseen.privacy.noise import gaussian_noise
+from unseen.privacy.per_sample import clipped_grad_sum, unsupported_layers
 
 
 def _noise_only_step(optimizer: DPOptimizer) -> None:
@@ -44,10 +51,10 @@ class DPSGD:
     max_grad_norm: float
     sampling_rate: float  # Poisson rate q = expected batch size / records
     secure_rng: bool = False
-    # Performance only: how Opacus gets per-sample gradient norms. "ghost" (ghost clipping: norms
-    # without materializing per-sample gradients, two backward passes) is the fastest here; "hooks",
-    # "functorch" and "ew" materialize them.
-    grad_sample_mode: str = "ghost"
+    # Performance only: how per-sample clipped sums are computed. "bk": one backward pass, here
+    # (Linear/Conv2d models); "ghost": Opacus ghost clipping (two backward passes); "hooks",
+    # "functorch", "ew": Opacus materializing per-sample gradients. "auto": "bk" where it applies.
+    grad_sample_mode: str = "auto"
 
 
 def steps_per_epoch(sampling_rate: float) -> int:
@@ -97,14 +104,19 @@ def dp_sgd_update(
     set_flat(model, global_params)
     model.train()
     n = len(y)
-    ghost = dp.grad_sample_mode == "ghost"
+    mode = dp.grad_sample_mode
+    if mode == "auto":
+        mode = "ghost" if unsupported_layers(model) else "bk"
+    if mode == "bk":
+        return _dp_sgd_one_pass(model, global_params, x, y, config, dp, generator)
+    ghost = mode == "ghost"
     if ghost:
         gsm = GradSampleModuleFastGradientClipping(model, max_grad_norm=dp.max_grad_norm, use_ghost_clipping=True,
                                                    loss_reduction="mean")
         optimizer_cls = _SecureDPOptimizerGhost if dp.secure_rng else DPOptimizerFastGradientClipping
     else:
-        kwargs = {"force_functorch": True} if dp.grad_sample_mode == "functorch" else {}
-        gsm = get_gsm_class(dp.grad_sample_mode)(model, loss_reduction="mean", **kwargs)
+        kwargs = {"force_functorch": True} if mode == "functorch" else {}
+        gsm = get_gsm_class(mode)(model, loss_reduction="mean", **kwargs)
         optimizer_cls = _SecureDPOptimizer if dp.secure_rng else DPOptimizer
     # Opacus draws noise on the parameters' device; derive a generator there from ours.
     noise_gen = torch.Generator(device=x.device).manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
@@ -139,5 +151,48 @@ def dp_sgd_update(
             total_loss += float(loss.detach()) if not ghost else float(loss.loss_per_sample.detach().mean())
     finally:
         gsm._close()  # remove Opacus hooks: the model is reused as a plain workspace
+    delta = get_flat(model) - global_params.to(x.device)
+    return ClientResult(delta.cpu(), n, total_loss / steps, steps)
+
+
+def _dp_sgd_one_pass(
+    model: nn.Module,
+    global_params: torch.Tensor,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    config: LocalTraining,
+    dp: DPSGD,
+    generator: torch.Generator,
+) -> ClientResult:
+    """The same steps as the Opacus path (same Poisson masks, same noise draws for the same
+    generator), with the clipped sums from :func:`unseen.privacy.per_sample.clipped_grad_sum`."""
+    n = len(y)
+    noise_gen = torch.Generator(device=x.device).manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    expected_batch = max(1, round(dp.sampling_rate * n))
+    std = dp.noise_multiplier * dp.max_grad_norm
+    steps = config.epochs * steps_per_epoch(dp.sampling_rate)
+    total_loss = 0.0
+    for _ in range(steps):
+        mask = torch.rand(n, generator=generator) < dp.sampling_rate
+        idx = mask.nonzero().squeeze(1).to(x.device)
+        if len(idx):
+            sums, _, losses = clipped_grad_sum(model, x[idx], y[idx], dp.max_grad_norm)
+            total_loss += float(losses.mean())
+        else:  # an empty Poisson batch: no gradient, but the step (and its noise) still happens
+            sums = {}
+        for p in params:
+            summed = sums.get(p)
+            if summed is None:
+                summed = torch.zeros_like(p)
+            if dp.secure_rng:
+                noise = gaussian_noise(p.shape, std, secure=True, dtype=p.dtype).to(p.device)
+            elif std == 0:
+                noise = torch.zeros_like(p)
+            else:  # as Opacus draws it, so both paths agree for one generator
+                noise = torch.normal(0.0, std, size=p.shape, device=p.device, generator=noise_gen, dtype=p.dtype)
+            p.grad = (summed + noise) / expected_batch
+        optimizer.step()
     delta = get_flat(model) - global_params.to(x.device)
     return ClientResult(delta.cpu(), n, total_loss / steps, steps)

@@ -1,0 +1,150 @@
+"""Sums of per-sample clipped gradients in one backward pass (book-keeping; Bu et al., ICML 2023).
+
+DP-SGD needs ``sum_i clip(g_i)``. Opacus either materializes every ``g_i`` with hooks on top of an
+ordinary backward (which also forms the unclipped sum, then throws it away) or runs backward twice
+(ghost clipping). Here one forward records each layer's input, one backward asks autograd only for
+the gradients of each layer's *output* (parameter gradients are never formed), and then, per layer,
+the same two pieces give both the per-sample norm and the clipped sum:
+
+- ``Linear`` on ``(batch, features)``: the norm of ``a_i g_i^T`` is ``|a_i| |g_i|`` (ghost norm,
+  almost free); the clipped sum is one matmul, ``(c * g)^T a``.
+- ``Conv2d`` (and ``Linear`` on sequences): per-sample gradients by one batched matmul of the output
+  gradients with the unfolded input, or the ghost norm ``<U U^T, G G^T>`` when that is cheaper
+  (many output channels, few positions); the clipped sum reuses them.
+
+Models with other parameterized layers (norm layers, embeddings, grouped convolutions) are left to
+Opacus: :func:`unsupported_layers` names them. The arithmetic is that of Opacus (clip factor
+``min(1, C / (|g_i| + 1e-6))``), and a test checks the two agree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from unseen.errors import ModelError
+
+_EPS = 1e-6  # Opacus's: clip factor = C / (norm + 1e-6), at most 1
+
+
+def unsupported_layers(model: nn.Module) -> list[str]:
+    """Trainable layers this module cannot clip per sample, as ``"name (Type)"``; empty if none."""
+    bad = []
+    for name, module in model.named_modules():
+        own = [p for p in module.parameters(recurse=False) if p.requires_grad]
+        if not own:
+            continue
+        ok = isinstance(module, nn.Linear) or (
+            type(module) is nn.Conv2d and module.groups == 1 and module.padding_mode == "zeros"
+            and not isinstance(module.padding, str))
+        if not ok:
+            bad.append(f"{name or 'model'} ({type(module).__name__})")
+    return bad
+
+
+def _trainable(model: nn.Module) -> list[nn.Module]:
+    return [m for m in model.modules() if any(p.requires_grad for p in m.parameters(recurse=False))]
+
+
+def _conv_pieces(module: nn.Conv2d, a: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unfolded input (B, C*k*k, T) and output gradient (B, O, T) of one convolution."""
+    u = F.unfold(a, module.kernel_size, dilation=module.dilation, padding=module.padding, stride=module.stride)
+    return u, g.flatten(2)
+
+
+def _weight_pieces(module: nn.Module, a: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input, output-gradient) as (B, K, T) and (B, O, T): the weight gradient of sample i is g_i u_i^T."""
+    if isinstance(module, nn.Conv2d):
+        return _conv_pieces(module, a, g)
+    return a.reshape(a.shape[0], -1, a.shape[-1]).transpose(1, 2), g.reshape(g.shape[0], -1, g.shape[-1]).transpose(1, 2)
+
+
+def clipped_grad_sum(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    max_norm: float,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+) -> tuple[dict[nn.Parameter, torch.Tensor], torch.Tensor, torch.Tensor]:
+    """``sum_i min(1, C / |g_i|) g_i`` for every trainable parameter, the per-sample gradient norms
+    (before clipping) and the per-sample losses.
+
+    ``loss_fn(logits, y)`` must return one loss per sample (default: cross-entropy). Samples must be
+    independent: no layer may mix the batch (BatchNorm), as for any per-sample clipping.
+    """
+    bad = unsupported_layers(model)
+    if bad:
+        raise ModelError(f"per-sample clipping here supports Linear and Conv2d layers only, not {', '.join(bad)}; "
+                         "use runtime.grad_sample_mode = 'ghost' (Opacus)")
+    layers = _trainable(model)
+    records: list[tuple[nn.Module, torch.Tensor, torch.Tensor]] = []
+
+    def keep(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+        records.append((module, inputs[0].detach(), output))
+
+    handles = [m.register_forward_hook(keep) for m in layers]
+    try:
+        logits = model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    if len({id(m) for m, _, _ in records}) != len(records):
+        raise ModelError("a layer ran twice in one forward pass (shared weights): per-sample clipping here "
+                         "assumes each layer runs once; use runtime.grad_sample_mode = 'ghost'")
+    losses = (loss_fn or (lambda z, t: F.cross_entropy(z, t, reduction="none")))(logits, y)
+    # Only the layers' output gradients: autograd skips every parameter-gradient kernel.
+    out_grads = torch.autograd.grad(losses.sum(), [out for _, _, out in records])
+
+    batch = x.shape[0]
+    sq_norms = torch.zeros(batch, dtype=losses.dtype, device=x.device)
+    pieces = []  # per layer: what the clipped sum needs once the clip factors are known
+    for (module, a, _), g in zip(records, out_grads, strict=True):
+        g = g.detach()
+        weight, bias = module.weight, module.bias
+        if isinstance(module, nn.Linear) and a.dim() == 2:
+            if weight.requires_grad:
+                sq_norms += a.square().sum(1) * g.square().sum(1)
+            if bias is not None and bias.requires_grad:
+                sq_norms += g.square().sum(1)
+            pieces.append((module, "dense", a, g))
+            continue
+        u, go = _weight_pieces(module, a, g)  # (B, K, T), (B, O, T)
+        k, o, t = u.shape[1], go.shape[1], u.shape[2]
+        if weight.requires_grad:
+            if o * k <= t * (o + k):  # materializing is cheaper than the T x T Gram matrices
+                per_sample = torch.bmm(go, u.transpose(1, 2))  # (B, O, K)
+                sq_norms += per_sample.square().sum((1, 2))
+                pieces.append((module, "materialized", per_sample, go))
+            else:
+                sq_norms += (torch.bmm(u.transpose(1, 2), u) * torch.bmm(go.transpose(1, 2), go)).sum((1, 2))
+                pieces.append((module, "ghost", u, go))
+        else:
+            pieces.append((module, "bias-only", None, go))
+        if bias is not None and bias.requires_grad:
+            sq_norms += go.sum(2).square().sum(1)
+
+    norms = sq_norms.sqrt()
+    clip = (max_norm / (norms + _EPS)).clamp(max=1.0)
+    grads: dict[nn.Parameter, torch.Tensor] = {}
+    for module, kind, first, go in pieces:
+        weight, bias = module.weight, module.bias
+        if kind == "dense":
+            cg = go * clip[:, None]
+            if weight.requires_grad:
+                grads[weight] = cg.t() @ first
+            if bias is not None and bias.requires_grad:
+                grads[bias] = cg.sum(0)
+            continue
+        if weight.requires_grad:
+            if kind == "materialized":
+                summed = torch.einsum("b,bok->ok", clip, first)
+            else:
+                cg = go * clip[:, None, None]  # (B, O, T)
+                summed = cg.transpose(0, 1).reshape(go.shape[1], -1) @ first.transpose(1, 2).reshape(-1, first.shape[1])
+            grads[weight] = summed.view_as(weight)
+        if bias is not None and bias.requires_grad:
+            grads[bias] = (go.sum(2) * clip[:, None]).sum(0)
+    return grads, norms, losses.detach()
