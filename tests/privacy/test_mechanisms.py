@@ -112,6 +112,23 @@ def test_per_sample_norms_and_clipped_sums_match_torch_func():
     assert all(p.grad is None for p in model.parameters())  # parameter gradients were never formed
 
 
+@pytest.mark.parametrize("conv", [nn.Conv2d(1, 4, 8, stride=2, padding=3), nn.Conv2d(3, 5, 3, padding=2, dilation=2),
+                                  nn.Conv2d(6, 2, (3, 2), stride=(2, 1), padding=(1, 0))])
+def test_both_per_sample_convolution_kernels_agree(conv):
+    from unseen.privacy import per_sample
+
+    x = torch.randn(5, conv.in_channels, 13, 12)
+    g = torch.randn_like(conv(x))
+    by_unfold = per_sample._conv_unfold(conv, x, g)
+    by_groups = per_sample._conv_grouped(conv, x, g)
+    assert by_unfold.shape == (5, conv.out_channels, conv.weight[0].numel())
+    assert torch.allclose(by_unfold, by_groups, rtol=1e-4, atol=1e-5)
+    # Their sum over the batch is the ordinary weight gradient.
+    summed = torch.ops.aten.convolution_backward(g, x, conv.weight, None, conv.stride, conv.padding, conv.dilation,
+                                                 False, (0, 0), 1, (False, True, False))[1]
+    assert torch.allclose(by_unfold.sum(0).view_as(conv.weight), summed, rtol=1e-4, atol=1e-4)
+
+
 def test_one_pass_clipping_names_the_layers_it_cannot_handle():
     from unseen.privacy.per_sample import unsupported_layers
 
