@@ -19,6 +19,7 @@ Opacus: :func:`unsupported_layers` names them. The arithmetic is that of Opacus 
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 
@@ -52,12 +53,19 @@ def _trainable(model: nn.Module) -> list[nn.Module]:
 
 def _conv_pieces(module: nn.Conv2d, a: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Unfolded input (B, C*k*k, T) and output gradient (B, O, T) of one convolution."""
-    u = F.unfold(a, module.kernel_size, dilation=module.dilation, padding=module.padding, stride=module.stride)
-    return u, g.flatten(2)
+    # F.unfold's im2col loops over samples on CPU; a strided view and one copy is 1.2-14x faster here.
+    (kh, kw), (sh, sw), (dh, dw), (ph, pw) = module.kernel_size, module.stride, module.dilation, module.padding
+    if ph or pw:
+        a = F.pad(a, (pw, pw, ph, ph))
+    patches = a.unfold(2, dh * (kh - 1) + 1, sh).unfold(3, dw * (kw - 1) + 1, sw)  # (B, C, Ho, Wo, kh', kw')
+    if dh > 1 or dw > 1:
+        patches = patches[..., ::dh, ::dw]
+    batch, channels, ho, wo = patches.shape[:4]
+    return patches.permute(0, 1, 4, 5, 2, 3).reshape(batch, channels * kh * kw, ho * wo), g.flatten(2)
 
 
 # Per-sample convolution weight gradients have two CPU/GPU kernels whose speed depends on the shapes
-# (measured 3x apart either way on MNIST CNNs): im2col + batched matmul, or one grouped convolution
+# (measured 3x apart either way on MNIST CNNs): unfold + batched matmul, or one grouped convolution
 # with the batch as groups. Like cudnn.benchmark, time both once per layer shape and keep the faster.
 _CONV_CHOICE: dict[tuple, str] = {}
 
@@ -79,20 +87,24 @@ def _conv_grouped(module: nn.Conv2d, a: torch.Tensor, g: torch.Tensor) -> torch.
 
 def _conv_per_sample(module: nn.Conv2d, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     """Per-sample weight gradients (B, O, C*k*k) of one convolution, by the faster kernel for its shape."""
-    key = (tuple(a.shape), tuple(g.shape), module.kernel_size, module.stride, module.padding, module.dilation,
+    # Not the batch size: Poisson batches vary in size, and re-timing each would cost more than it saves.
+    key = (tuple(a.shape[1:]), tuple(g.shape[1:]), module.kernel_size, module.stride, module.padding, module.dilation,
            a.device.type, a.dtype)
     choice = _CONV_CHOICE.get(key)
     if choice is None:
         timings = {}
         for name, fn in (("unfold", _conv_unfold), ("grouped", _conv_grouped)):
             fn(module, a, g)  # warm-up
-            if a.is_cuda:
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            fn(module, a, g)
-            if a.is_cuda:
-                torch.cuda.synchronize()
-            timings[name] = time.perf_counter() - start
+            best = math.inf
+            for _ in range(3):  # best of three: one timing is at the mercy of the scheduler
+                if a.is_cuda:
+                    torch.cuda.synchronize()
+                start = time.perf_counter()
+                fn(module, a, g)
+                if a.is_cuda:
+                    torch.cuda.synchronize()
+                best = min(best, time.perf_counter() - start)
+            timings[name] = best
         choice = _CONV_CHOICE[key] = min(timings, key=timings.__getitem__)
     return (_conv_unfold if choice == "unfold" else _conv_grouped)(module, a, g)
 
