@@ -28,6 +28,7 @@ MALFORMED = [
     ({"federated": {"clients": 4, "aggregation": "krum", "byzantine": 1}}, ["federated.aggregation", "2 * byzantine + 2"]),
     ({"data": {"name": "file", "path": "x.csv"}}, ["data", "target"]),
     ({"audit": {"attacks": ["shadow_models"]}}, ["audit.attacks"]),
+    ({"data": {"features": "wavelets"}}, ["data.features", "'scattering'"]),
 ]
 
 
@@ -147,6 +148,15 @@ def test_demo_federated_within_two_points_of_pooled(tmp_path, dataset):
     if dataset == "heart_disease":
         assert [c["silo"] for c in result.results["final"]["per_client"]] == [
             "Cleveland", "Hungary", "Switzerland", "VA Long Beach"]
+
+
+def test_scattering_features_and_their_model_are_refused_where_they_do_not_apply(tmp_path):
+    from unseen.errors import DataError, ModelError
+
+    with pytest.raises(DataError, match="data.features = 'scattering' needs images"):
+        run(parse_spec({"data": {"name": "breast_cancer", "features": "scattering"}}), output_dir=tmp_path)
+    with pytest.raises(ModelError, match="Set data.features = 'scattering'"):
+        unseen.models.build_model("scatter_cnn", (1, 28, 28), 10)
 
 
 def test_guarantee_object_refuses_inconsistent_claims():

@@ -86,6 +86,9 @@ class DataSpec(_Section):
     partition: PartitionSpec = PartitionSpec()
     samples_per_client: int | None = Field(
         None, ge=1, description="keep at most this many of each client's samples (small silos, quick sweeps)")
+    features: Literal["pixels", "scattering"] = Field(
+        "pixels", description="'scattering': replace images by wavelet scattering coefficients (fixed, learned "
+                              "from no data, so free of privacy cost; Tramer & Boneh 2021), for DP training")
 
     @field_validator("name")
     @classmethod
@@ -478,8 +481,13 @@ def select_device(setting: str) -> torch.device:
 
 def load_dataset(spec: ExperimentSpec) -> Dataset:
     d = spec.data
-    return load(d.name, path=d.path, target=d.target, silo_column=d.silo_column,
-                test_fraction=d.test_fraction, seed=spec.seed)
+    dataset = load(d.name, path=d.path, target=d.target, silo_column=d.silo_column,
+                   test_fraction=d.test_fraction, seed=spec.seed)
+    if d.features == "scattering":
+        from unseen.data.scattering import scattering_dataset
+
+        dataset = scattering_dataset(dataset)
+    return dataset
 
 
 def _num_clients(spec: ExperimentSpec, dataset: Dataset) -> int:
