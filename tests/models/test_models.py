@@ -12,8 +12,9 @@ from unseen.models import MODELS, Square, build_model, init_model
 
 @pytest.mark.parametrize("name", MODELS)
 def test_image_models_output_logits(name):
-    model = build_model(name, (1, 28, 28), 10)
-    assert model(torch.randn(4, 1, 28, 28)).shape == (4, 10)
+    shape = (81, 7, 7) if name == "scatter_cnn" else (1, 28, 28)  # scattering features of MNIST
+    model = build_model(name, shape, 10)
+    assert model(torch.randn(4, *shape)).shape == (4, 10)
 
 
 @pytest.mark.parametrize("name", ["logreg", "mlp"])
@@ -40,3 +41,11 @@ def test_init_depends_only_on_seed():
     b = get_flat(init_model("cnn", (1, 28, 28), 10, seed=7))
     assert torch.equal(a, b) and torch.equal(state, torch.get_rng_state())
     assert not torch.equal(a, get_flat(init_model("cnn", (1, 28, 28), 10, seed=8)))
+
+
+def test_every_model_is_a_valid_spec_choice():
+    from unseen.experiment import parse_spec
+    from unseen.models import MODELS
+
+    for name in MODELS:
+        assert parse_spec({"model": {"name": name}}).model.name == name
