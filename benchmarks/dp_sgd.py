@@ -144,9 +144,10 @@ def accuracy(eps_list: list[float], epochs: int, schedule: str = "constant", lr:
     return rows
 
 
-def federated(rounds: int) -> dict:
-    raw = {"name": "dp-fedavg-mnist", "data": {"name": "mnist", "partition": {"method": "shards"}},
-           "model": {"name": "dp_cnn"}, "train": {"lr": 0.1, "batch_size": 32, "epochs": 1},
+def federated(rounds: int, features: str = "pixels", epochs: int = 1) -> dict:
+    model = "dp_cnn" if features == "pixels" else "scatter_cnn"
+    raw = {"name": "dp-fedavg-mnist", "data": {"name": "mnist", "partition": {"method": "shards"}, "features": features},
+           "model": {"name": model}, "train": {"lr": 0.1, "batch_size": 32, "epochs": epochs},
            "federated": {"clients": 100, "fraction": 1.0, "rounds": rounds},
            "privacy": {"mechanism": "dp_fedavg", "epsilon": 8.0, "delta": 1e-5, "clip": 1.0, "adaptive_clip": True}}
     with tempfile.TemporaryDirectory() as tmp:
@@ -172,7 +173,8 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=None, help="(b) peak learning rate (default: the recipe's)")
     parser.add_argument("--batch", type=int, default=None, help="(b) expected batch size (default: the recipe's)")
     parser.add_argument("--features", default="pixels", choices=sorted(RECIPES),
-                        help="(b) train on pixels (dp_cnn) or on scattering features (scatter_cnn)")
+                        help="(b, c) train on pixels (dp_cnn) or on scattering features (scatter_cnn)")
+    parser.add_argument("--local-epochs", type=int, default=1, help="(c) client epochs per round")
     args = parser.parse_args()
     report = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     report["machine"] = {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
@@ -192,7 +194,8 @@ def main() -> None:
         report[key] = sorted(kept + rows, key=lambda r: r["epsilon_target"])
     if "c" in args.part:
         print("(c) user-level DP-FedAvg on MNIST shards, 100 clients, epsilon 8")
-        report["federated"] = federated(args.rounds)
+        key = "federated" if args.features == "pixels" else f"federated_{args.features}"
+        report[key] = federated(args.rounds, args.features, args.local_epochs)
     RESULTS.write_text(json.dumps(report, indent=2))
     print(f"wrote {RESULTS}")
 
