@@ -12,7 +12,7 @@ from unseen.models import MODELS, Square, build_model, init_model
 
 @pytest.mark.parametrize("name", MODELS)
 def test_image_models_output_logits(name):
-    shape = (81, 7, 7) if name == "scatter_cnn" else (1, 28, 28)  # scattering features of MNIST
+    shape = (81, 7, 7) if name.startswith("scatter_") else (1, 28, 28)  # scattering features of MNIST
     model = build_model(name, shape, 10)
     assert model(torch.randn(4, *shape)).shape == (4, 10)
 
