@@ -144,11 +144,11 @@ def accuracy(eps_list: list[float], epochs: int, schedule: str = "constant", lr:
     return rows
 
 
-def federated(rounds: int, features: str = "pixels", epochs: int = 1) -> dict:
+def federated(rounds: int, features: str = "pixels", epochs: int = 1, batch: int = 32) -> dict:
     # On scattering features the smallest model wins: DP-FedAvg's noise grows with the parameter count.
     model = "dp_cnn" if features == "pixels" else "scatter_small"
     raw = {"name": "dp-fedavg-mnist", "data": {"name": "mnist", "partition": {"method": "shards"}, "features": features},
-           "model": {"name": model}, "train": {"lr": 0.1, "batch_size": 32, "epochs": epochs},
+           "model": {"name": model}, "train": {"lr": 0.1, "batch_size": batch, "epochs": epochs},
            "federated": {"clients": 100, "fraction": 1.0, "rounds": rounds},
            "privacy": {"mechanism": "dp_fedavg", "epsilon": 8.0, "delta": 1e-5, "clip": 1.0, "adaptive_clip": True}}
     with tempfile.TemporaryDirectory() as tmp:
@@ -176,6 +176,7 @@ def main() -> None:
     parser.add_argument("--features", default="pixels", choices=sorted(RECIPES),
                         help="(b, c) train on pixels (dp_cnn) or on scattering features (scatter_cnn)")
     parser.add_argument("--local-epochs", type=int, default=1, help="(c) client epochs per round")
+    parser.add_argument("--local-batch", type=int, default=32, help="(c) client batch size")
     args = parser.parse_args()
     report = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     report["machine"] = {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
@@ -196,7 +197,7 @@ def main() -> None:
     if "c" in args.part:
         print("(c) user-level DP-FedAvg on MNIST shards, 100 clients, epsilon 8")
         key = "federated" if args.features == "pixels" else f"federated_{args.features}"
-        report[key] = federated(args.rounds, args.features, args.local_epochs)
+        report[key] = federated(args.rounds, args.features, args.local_epochs, args.local_batch)
     RESULTS.write_text(json.dumps(report, indent=2))
     print(f"wrote {RESULTS}")
 
