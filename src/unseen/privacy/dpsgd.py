@@ -73,14 +73,34 @@ def check_model(model: nn.Module) -> None:
         )
 
 
+def _noise_like(reference: torch.Tensor, std: float, secure: bool, generator: torch.Generator) -> torch.Tensor:
+    """Gaussian noise shaped like ``reference``: from the OS CSPRNG when ``secure``, else drawn from
+    ``generator`` exactly as Opacus's DPOptimizer draws it (so both DP-SGD paths agree for one seed)."""
+    if secure:
+        return gaussian_noise(reference.shape, std, secure=True, dtype=reference.dtype).to(reference.device)
+    if std == 0:
+        return torch.zeros_like(reference)
+    return torch.normal(0.0, std, size=reference.shape, device=reference.device, generator=generator,
+                        dtype=reference.dtype)
+
+
+def _noise_generator(generator: torch.Generator, device: torch.device) -> torch.Generator:
+    """A generator on ``device`` (where the noise is drawn), seeded from ours."""
+    return torch.Generator(device=device).manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
+
+
+def _poisson_batch(n: int, rate: float, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """Indices of one Poisson-sampled batch: each of ``n`` records independently with probability ``rate``."""
+    return (torch.rand(n, generator=generator) < rate).nonzero().squeeze(1).to(device)
+
+
 class _SecureNoise:
     """Mixin: Opacus's noise step with noise drawn from the OS CSPRNG (see :mod:`unseen.privacy.noise`)."""
 
     def add_noise(self) -> None:
         for p in self.params:  # type: ignore[attr-defined]
             std = self.noise_multiplier * self.max_grad_norm  # type: ignore[attr-defined]
-            noise = gaussian_noise(p.summed_grad.shape, std, secure=True, dtype=p.summed_grad.dtype)
-            p.grad = (p.summed_grad + noise.to(p.summed_grad.device)).view_as(p)
+            p.grad = (p.summed_grad + _noise_like(p.summed_grad, std, True, self.generator)).view_as(p)  # type: ignore[attr-defined]
 
 
 class _SecureDPOptimizer(_SecureNoise, DPOptimizer):
@@ -118,8 +138,7 @@ def dp_sgd_update(
         kwargs = {"force_functorch": True} if mode == "functorch" else {}
         gsm = get_gsm_class(mode)(model, loss_reduction="mean", **kwargs)
         optimizer_cls = _SecureDPOptimizer if dp.secure_rng else DPOptimizer
-    # Opacus draws noise on the parameters' device; derive a generator there from ours.
-    noise_gen = torch.Generator(device=x.device).manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
+    noise_gen = _noise_generator(generator, x.device)
     optimizer = optimizer_cls(
         torch.optim.SGD(gsm.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay),
         noise_multiplier=dp.noise_multiplier, max_grad_norm=dp.max_grad_norm,
@@ -131,8 +150,7 @@ def dp_sgd_update(
     total_loss = 0.0
     try:
         for _ in range(steps):
-            mask = torch.rand(n, generator=generator) < dp.sampling_rate
-            idx = mask.nonzero().squeeze(1).to(x.device)
+            idx = _poisson_batch(n, dp.sampling_rate, generator, x.device)
             optimizer.zero_grad(set_to_none=True)
             if len(idx) == 0:
                 # An empty Poisson batch: no gradient, but the step (and its noise) still happens.
@@ -167,7 +185,7 @@ def _dp_sgd_one_pass(
     """The same steps as the Opacus path (same Poisson masks, same noise draws for the same
     generator), with the clipped sums from :func:`unseen.privacy.per_sample.clipped_grad_sum`."""
     n = len(y)
-    noise_gen = torch.Generator(device=x.device).manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
+    noise_gen = _noise_generator(generator, x.device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     expected_batch = max(1, round(dp.sampling_rate * n))
@@ -175,24 +193,15 @@ def _dp_sgd_one_pass(
     steps = config.epochs * steps_per_epoch(dp.sampling_rate)
     total_loss = 0.0
     for _ in range(steps):
-        mask = torch.rand(n, generator=generator) < dp.sampling_rate
-        idx = mask.nonzero().squeeze(1).to(x.device)
+        idx = _poisson_batch(n, dp.sampling_rate, generator, x.device)
         if len(idx):
             sums, _, losses = clipped_grad_sum(model, x[idx], y[idx], dp.max_grad_norm)
             total_loss += float(losses.mean())
         else:  # an empty Poisson batch: no gradient, but the step (and its noise) still happens
             sums = {}
         for p in params:
-            summed = sums.get(p)
-            if summed is None:
-                summed = torch.zeros_like(p)
-            if dp.secure_rng:
-                noise = gaussian_noise(p.shape, std, secure=True, dtype=p.dtype).to(p.device)
-            elif std == 0:
-                noise = torch.zeros_like(p)
-            else:  # as Opacus draws it, so both paths agree for one generator
-                noise = torch.normal(0.0, std, size=p.shape, device=p.device, generator=noise_gen, dtype=p.dtype)
-            p.grad = (summed + noise) / expected_batch
+            summed = sums[p] if p in sums else torch.zeros_like(p)
+            p.grad = (summed + _noise_like(p, std, dp.secure_rng, noise_gen)) / expected_batch
         optimizer.step()
     delta = get_flat(model) - global_params.to(x.device)
     return ClientResult(delta.cpu(), n, total_loss / steps, steps)
