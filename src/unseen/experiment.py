@@ -725,6 +725,7 @@ def build_plan(spec: ExperimentSpec, dataset: Dataset, device: torch.device) -> 
     _configure_secure_aggregation(spec, plan, parts)
     plan.dropout = 0.0 if central else fed.dropout
     plan.lr_schedule = spec.train.lr_schedule
+    plan.carry_optimizer_state = central
     _configure_runner(spec, plan)
     return plan, parts
 

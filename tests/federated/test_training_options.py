@@ -9,9 +9,12 @@ import pytest
 import torch
 
 from unseen.errors import SpecError
-from unseen.experiment import parse_spec, run
+from tests.conftest import run_and_interrupt
+from unseen.experiment import parse_spec, resume, run
 from unseen.federated import LocalTraining, get_flat, local_update
+from unseen.federated.client import make_optimizer
 from unseen.models import init_model
+from unseen.runtime.checkpoint import list_checkpoints
 from unseen.runtime.clients import client_generator, local_for_round
 from unseen.runtime.simulation import SimulationPlan
 
@@ -64,3 +67,46 @@ def test_vectorize_on_with_adamw_trains_one_by_one_and_matches(tmp_path):
                "runtime": {"vectorize": vectorize}, "output": {"dir": str(tmp_path)}}
         return run(parse_spec(raw)).params
     assert torch.equal(go("on"), go("off"))
+
+
+@pytest.mark.parametrize("change", [{"momentum": 0.9, "weight_decay": 1e-3}, {"optimizer": "adamw"}],
+                         ids=["sgd-momentum", "adamw"])
+def test_carried_optimizer_state_continues_training_like_one_loop(change):
+    # Central training calls local_update once per epoch: with the optimizer state carried, two calls
+    # must take exactly the steps one optimizer takes over both epochs' batches.
+    model = init_model("lenet", (1, 28, 28), 10, seed=0)
+    start = get_flat(model)
+    x, y = _images()
+    config = dataclasses.replace(LocalTraining(epochs=1, batch_size=32, lr=0.01), **change)
+    gens = [client_generator(0, r, 0) for r in (1, 2)]
+    orders = [torch.randperm(len(y), generator=client_generator(0, r, 0)) for r in (1, 2)]
+
+    first = local_update(model, start, x, y, config, gens[0], optimizer_state={})
+    assert first.optimizer_state  # momentum_buffer, or Adam's moments and step
+    second = local_update(model, start + first.delta, x, y, config, gens[1], optimizer_state=first.optimizer_state)
+    fresh = local_update(model, start + first.delta, x, y, config, client_generator(0, 2, 0))
+
+    reference = init_model("lenet", (1, 28, 28), 10, seed=0)
+    optimizer = make_optimizer(reference.parameters(), config)
+    for order in orders:
+        for s in range(0, len(y), config.batch_size):
+            idx = order[s : s + config.batch_size]
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(reference(x[idx]), y[idx]).backward()
+            optimizer.step()
+    carried = start + first.delta + second.delta
+    assert torch.allclose(carried, get_flat(reference), atol=1e-6)
+    assert not torch.allclose(start + first.delta + fresh.delta, get_flat(reference), atol=1e-4)
+    assert second.optimizer_state is not None and fresh.optimizer_state is None
+
+
+def test_central_run_carries_momentum_across_epochs_and_resumes_it(tmp_path):
+    raw = {"mode": "central", "data": {"name": "digits"}, "model": {"name": "mlp", "hidden": [32]},
+           "train": {"epochs": 4, "batch_size": 64, "lr": 0.05, "momentum": 0.9}}
+    full = run(parse_spec(raw), output_dir=tmp_path / "a")
+    interrupted = run_and_interrupt(raw, tmp_path / "b", after_round=2)
+    resumed = resume(interrupted)
+    assert torch.equal(resumed.params, full.params)
+    state = torch.load(list_checkpoints(full.run_dir / "checkpoints")[-1], weights_only=True)["state"]
+    assert set(state["optimizer_state"]) == {"param/momentum_buffer"}
+    assert state["optimizer_state"]["param/momentum_buffer"].numel() == full.params.numel()

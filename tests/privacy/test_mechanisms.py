@@ -73,6 +73,31 @@ def test_one_pass_clipping_takes_the_same_noisy_steps_as_opacus(name):
     assert ours.mean_loss == pytest.approx(theirs.mean_loss, rel=1e-5)
 
 
+def test_both_dp_sgd_paths_carry_momentum_across_calls_alike():
+    # Central DP-SGD runs one call per epoch with the momentum carried: the one-pass path and the Opacus
+    # path must carry the same state, and carrying it must change the second epoch's steps.
+    model = init_model("dp_cnn", (1, 28, 28), 10, seed=0)
+    params = get_flat(model)
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(48, 1, 28, 28, generator=g), torch.randint(0, 10, (48,), generator=g)
+    local = LocalTraining(epochs=1, lr=0.5, momentum=0.9)
+    out = {}
+    for mode in ("bk", "hooks"):
+        dp = DPSGD(0.8, 0.05, 0.3, grad_sample_mode=mode)
+        first = dp_sgd_update(model, params, x, y, local, dp, torch.Generator().manual_seed(4), optimizer_state={})
+        second = dp_sgd_update(model, params + first.delta, x, y, local, dp, torch.Generator().manual_seed(5),
+                               optimizer_state=first.optimizer_state)
+        out[mode] = (first, second)
+    (bk1, bk2), (op1, op2) = out["bk"], out["hooks"]
+    assert set(bk1.optimizer_state) == set(op1.optimizer_state) == {"param/momentum_buffer"}
+    assert torch.allclose(bk1.optimizer_state["param/momentum_buffer"], op1.optimizer_state["param/momentum_buffer"],
+                          rtol=1e-4, atol=1e-6)
+    assert torch.allclose(bk2.delta, op2.delta, rtol=1e-4, atol=1e-6)
+    fresh = dp_sgd_update(model, params + bk1.delta, x, y, local, DPSGD(0.8, 0.05, 0.3, grad_sample_mode="bk"),
+                          torch.Generator().manual_seed(5))
+    assert not torch.allclose(fresh.delta, bk2.delta, atol=1e-4)
+
+
 def test_per_sample_norms_and_clipped_sums_match_torch_func():
     from torch.func import functional_call, grad, vmap
 

@@ -2,6 +2,8 @@
 
 ``local_update`` is the whole client algorithm. It uses ``model`` only as a workspace (its weights
 are overwritten), draws batch order from the generator it is given and returns the weight delta.
+Central training calls it once per epoch and carries the optimizer's state (momentum, Adam moments)
+from one epoch to the next, as a plain training loop does.
 """
 
 from __future__ import annotations
@@ -54,6 +56,42 @@ class ClientResult:
     num_samples: int
     mean_loss: float
     steps: int
+    optimizer_state: dict[str, torch.Tensor] | None = None  # only when asked for (central training)
+
+
+OptimizerState = dict[str, torch.Tensor]
+
+
+def export_optimizer_state(optimizer: torch.optim.Optimizer, params: list[torch.Tensor]) -> OptimizerState:
+    """The optimizer's state as flat tensors: per-parameter state (``param/momentum_buffer``,
+    ``param/exp_avg``, ...) concatenated in parameter order, scalar state (``scalar/step``) once."""
+    states = [optimizer.state.get(p, {}) for p in params]
+    out: OptimizerState = {}
+    for key in sorted(set().union(*(s.keys() for s in states))):
+        if not all(key in s and torch.is_tensor(s[key]) for s in states):
+            continue  # state some parameters lack: nothing consistent to carry
+        values = [s[key] for s in states]
+        if all(v.shape == p.shape for v, p in zip(values, params, strict=True)):
+            out[f"param/{key}"] = torch.cat([v.detach().reshape(-1) for v in values]).cpu()
+        elif all(v.numel() == 1 for v in values):
+            out[f"scalar/{key}"] = values[0].detach().clone().cpu()
+    return out
+
+
+def import_optimizer_state(optimizer: torch.optim.Optimizer, params: list[torch.Tensor],
+                           state: OptimizerState) -> None:
+    """Load what :func:`export_optimizer_state` exported into a fresh optimizer over ``params``."""
+    offset = 0
+    for p in params:
+        own: dict[str, torch.Tensor] = {}
+        for name, value in state.items():
+            kind, key = name.split("/", 1)
+            if kind == "param":
+                own[key] = value[offset : offset + p.numel()].view_as(p).to(p.device, p.dtype).clone()
+            else:
+                own[key] = value.clone()  # e.g. Adam's step count, which torch keeps on the CPU
+        optimizer.state[p] = own
+        offset += p.numel()
 
 
 def local_update(
@@ -63,16 +101,21 @@ def local_update(
     y: torch.Tensor,
     config: LocalTraining,
     generator: torch.Generator,
+    optimizer_state: OptimizerState | None = None,
 ) -> ClientResult:
     """Train from ``global_params`` on ``(x, y)`` and return the update.
 
     With ``prox_mu > 0`` the loss gains (mu / 2) * ||w - w_global||^2 (FedProx, Li et al. 2020),
-    which keeps local models near the global one on heterogeneous data.
+    which keeps local models near the global one on heterogeneous data. Given ``optimizer_state``
+    (``{}`` at the start), the optimizer resumes from it and the result carries the new state.
     """
     set_flat(model, global_params)
     model.train()
     anchor = [p.detach().clone() for p in model.parameters()] if config.prox_mu > 0 else None
-    optimizer = make_optimizer(model.parameters(), config)
+    params = list(model.parameters())
+    optimizer = make_optimizer(params, config)
+    if optimizer_state:
+        import_optimizer_state(optimizer, params, optimizer_state)
     n = len(y)
     total_loss, steps = 0.0, 0
     for _ in range(config.epochs):
@@ -90,7 +133,8 @@ def local_update(
             optimizer.step()
             steps += 1
     delta = get_flat(model) - global_params.to(x.device)
-    return ClientResult(delta.cpu(), n, total_loss / max(steps, 1), steps)
+    carried = export_optimizer_state(optimizer, params) if optimizer_state is not None else None
+    return ClientResult(delta.cpu(), n, total_loss / max(steps, 1), steps, carried)
 
 
 @torch.no_grad()

@@ -28,7 +28,13 @@ from torch import nn
 from torch.nn import functional as F
 
 from unseen.errors import ModelError
-from unseen.federated.client import ClientResult, LocalTraining
+from unseen.federated.client import (
+    ClientResult,
+    LocalTraining,
+    OptimizerState,
+    export_optimizer_state,
+    import_optimizer_state,
+)
 from unseen.federated.params import get_flat, set_flat
 from unseen.privacy.noise import gaussian_noise
 from unseen.privacy.per_sample import clipped_grad_sum, unsupported_layers
@@ -119,8 +125,12 @@ def dp_sgd_update(
     config: LocalTraining,
     dp: DPSGD,
     generator: torch.Generator,
+    optimizer_state: OptimizerState | None = None,
 ) -> ClientResult:
-    """``config.epochs`` epochs of DP-SGD from ``global_params``; returns the (private) update."""
+    """``config.epochs`` epochs of DP-SGD from ``global_params``; returns the (private) update.
+
+    ``optimizer_state`` carries momentum across calls as in :func:`unseen.federated.local_update`
+    (the momentum buffer holds only noised, clipped gradients: carrying it is post-processing)."""
     set_flat(model, global_params)
     model.train()
     n = len(y)
@@ -128,7 +138,7 @@ def dp_sgd_update(
     if mode == "auto":
         mode = "ghost" if unsupported_layers(model) else "bk"
     if mode == "bk":
-        return _dp_sgd_one_pass(model, global_params, x, y, config, dp, generator)
+        return _dp_sgd_one_pass(model, global_params, x, y, config, dp, generator, optimizer_state)
     ghost = mode == "ghost"
     if ghost:
         gsm = GradSampleModuleFastGradientClipping(model, max_grad_norm=dp.max_grad_norm, use_ghost_clipping=True,
@@ -144,6 +154,9 @@ def dp_sgd_update(
         noise_multiplier=dp.noise_multiplier, max_grad_norm=dp.max_grad_norm,
         expected_batch_size=max(1, round(dp.sampling_rate * n)), loss_reduction="mean", generator=noise_gen,
     )
+    params = list(gsm.parameters())
+    if optimizer_state:
+        import_optimizer_state(optimizer.original_optimizer, params, optimizer_state)
     criterion = (DPLossFastGradientClipping(gsm, optimizer, nn.CrossEntropyLoss(), loss_reduction="mean")
                  if ghost else None)
     steps = config.epochs * steps_per_epoch(dp.sampling_rate)
@@ -170,7 +183,9 @@ def dp_sgd_update(
     finally:
         gsm._close()  # remove Opacus hooks: the model is reused as a plain workspace
     delta = get_flat(model) - global_params.to(x.device)
-    return ClientResult(delta.cpu(), n, total_loss / steps, steps)
+    carried = (export_optimizer_state(optimizer.original_optimizer, params) if optimizer_state is not None
+               else None)
+    return ClientResult(delta.cpu(), n, total_loss / steps, steps, carried)
 
 
 def _dp_sgd_one_pass(
@@ -181,6 +196,7 @@ def _dp_sgd_one_pass(
     config: LocalTraining,
     dp: DPSGD,
     generator: torch.Generator,
+    optimizer_state: OptimizerState | None = None,
 ) -> ClientResult:
     """The same steps as the Opacus path (same Poisson masks, same noise draws for the same
     generator), with the clipped sums from :func:`unseen.privacy.per_sample.clipped_grad_sum`."""
@@ -188,6 +204,8 @@ def _dp_sgd_one_pass(
     noise_gen = _noise_generator(generator, x.device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    if optimizer_state:
+        import_optimizer_state(optimizer, params, optimizer_state)
     expected_batch = max(1, round(dp.sampling_rate * n))
     std = dp.noise_multiplier * dp.max_grad_norm
     steps = config.epochs * steps_per_epoch(dp.sampling_rate)
@@ -204,4 +222,5 @@ def _dp_sgd_one_pass(
             p.grad = (summed + _noise_like(p, std, dp.secure_rng, noise_gen)) / expected_batch
         optimizer.step()
     delta = get_flat(model) - global_params.to(x.device)
-    return ClientResult(delta.cpu(), n, total_loss / steps, steps)
+    carried = export_optimizer_state(optimizer, params) if optimizer_state is not None else None
+    return ClientResult(delta.cpu(), n, total_loss / steps, steps, carried)

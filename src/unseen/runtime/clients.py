@@ -28,7 +28,7 @@ import torch
 
 from unseen.errors import SpecError
 from unseen.federated.adversary import corrupt
-from unseen.federated.client import ClientResult, LocalTraining, local_update
+from unseen.federated.client import ClientResult, LocalTraining, OptimizerState, local_update
 from unseen.federated.vectorized import local_updates, why_not_vectorized
 from unseen.privacy.dpsgd import dp_sgd_update
 
@@ -50,14 +50,15 @@ def dp_rate(plan: SimulationPlan, c: int) -> float:
 
 
 def client_update(plan: SimulationPlan, params: torch.Tensor, c: int, gen: torch.Generator,
-                  local: LocalTraining | None = None) -> ClientResult:
-    """Client ``c``'s local training from ``params`` (DP-SGD inside it when the plan says so)."""
+                  local: LocalTraining | None = None, optimizer_state: OptimizerState | None = None) -> ClientResult:
+    """Client ``c``'s local training from ``params`` (DP-SGD inside it when the plan says so);
+    ``optimizer_state`` resumes the optimizer (central training) and comes back updated."""
     x, y = plan.clients[c]
     config = local or plan.local
     if plan.dp_sgd is not None:
         dp = dataclasses.replace(plan.dp_sgd, sampling_rate=dp_rate(plan, c))
-        return dp_sgd_update(plan.model, params, x, y, config, dp, gen)
-    return local_update(plan.model, params, x, y, config, gen)
+        return dp_sgd_update(plan.model, params, x, y, config, dp, gen, optimizer_state)
+    return local_update(plan.model, params, x, y, config, gen, optimizer_state)
 
 
 def local_for_round(plan: SimulationPlan, round_index: int) -> LocalTraining:
@@ -69,11 +70,15 @@ def local_for_round(plan: SimulationPlan, round_index: int) -> LocalTraining:
 
 
 def train_clients(plan: SimulationPlan, params: torch.Tensor, clients: Sequence[int], round_index: int,
-                  on_client: Callable[[], None] | None = None) -> dict[int, ClientResult]:
-    """Every listed client's update for this round (what it sends, adversaries included)."""
+                  on_client: Callable[[], None] | None = None,
+                  optimizer_state: OptimizerState | None = None) -> dict[int, ClientResult]:
+    """Every listed client's update for this round (what it sends, adversaries included).
+
+    ``optimizer_state`` (central training: one client) resumes that client's optimizer."""
     gens = {c: client_generator(plan.seed, round_index, c) for c in clients}
     local = local_for_round(plan, round_index)
-    if plan.vectorize and plan.dp_sgd is None and clients and why_not_vectorized(local) is None:
+    if (optimizer_state is None and plan.vectorize and plan.dp_sgd is None and clients
+            and why_not_vectorized(local) is None):
         trained = local_updates(plan.model, params, [plan.clients[c] for c in clients], local,
                                 [gens[c] for c in clients], chunk=plan.chunk)
         results = dict(zip(clients, trained, strict=True))
@@ -83,7 +88,7 @@ def train_clients(plan: SimulationPlan, params: torch.Tensor, clients: Sequence[
     else:
         results = {}
         for c in clients:
-            results[c] = client_update(plan, params, c, gens[c], local)
+            results[c] = client_update(plan, params, c, gens[c], local, optimizer_state)
             if on_client is not None:
                 on_client()
     if plan.adversary is not None:

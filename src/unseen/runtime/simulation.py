@@ -87,6 +87,9 @@ class SimulationPlan:
     backend: str = "local"  # "local" or "ray"
     ray_address: str | None = None
     lr_schedule: str = "constant"  # or "cosine": the clients' learning rate decays over the rounds
+    # Central training: one client whose optimizer state (momentum, Adam moments) carries from one epoch
+    # ("round") to the next, as in a plain training loop.
+    carry_optimizer_state: bool = False
 
 
 @dataclass
@@ -102,19 +105,21 @@ class SimulationState:
     ledgers: dict[str, GaussianLedger] = field(default_factory=dict)
     clip: float | None = None
     halted: str | None = None
+    optimizer_state: dict[str, torch.Tensor] = field(default_factory=dict)  # central training's, between epochs
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "round": self.round, "params": self.params, "server_state": self.server_state,
             "history": self.history, "rejections": self.rejections,
             "ledgers": {k: v.to_dict() for k, v in self.ledgers.items()}, "clip": self.clip, "halted": self.halted,
+            "optimizer_state": self.optimizer_state,
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SimulationState:
         ledgers = {k: GaussianLedger.from_dict(v) for k, v in d.get("ledgers", {}).items()}
         return cls(d["round"], d["params"], d["server_state"], list(d["history"]), list(d["rejections"]),
-                   ledgers, d.get("clip"), d.get("halted"))
+                   ledgers, d.get("clip"), d.get("halted"), dict(d.get("optimizer_state", {})))
 
 
 def initial_state(plan: SimulationPlan, params: torch.Tensor) -> SimulationState:
@@ -206,8 +211,16 @@ def run_round(
             on_client(trained_so_far, len(selected))
 
     with _timed(stages, "client_training"):
-        results = (pool.train(params, selected, r, one_done) if pool is not None
-                   else train_clients(plan, params, selected, r, one_done))
+        if plan.carry_optimizer_state:
+            results = train_clients(plan, params, selected, r, one_done, state.optimizer_state)
+        elif pool is not None:
+            results = pool.train(params, selected, r, one_done)
+        else:
+            results = train_clients(plan, params, selected, r, one_done)
+    optimizer_state = state.optimizer_state
+    if plan.carry_optimizer_state:
+        optimizer_state = next((res.optimizer_state for res in results.values()
+                                if res.optimizer_state is not None), optimizer_state)
     received: dict[int, object] = {}
     sizes: dict[int, int] = {}
     losses: dict[int, float] = {}
@@ -306,7 +319,7 @@ def run_round(
     new_state = SimulationState(
         r, params, server_state, [*state.history, metrics],
         [*state.rejections, *({"round": j.round, "client": j.client, "reason": j.reason} for j in rejected)],
-        ledgers, clip,
+        ledgers, clip, optimizer_state=optimizer_state,
     )
     return new_state, metrics
 
