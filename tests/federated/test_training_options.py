@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-from unseen.errors import SpecError
 from tests.conftest import run_and_interrupt
+from unseen.errors import SpecError
 from unseen.experiment import parse_spec, resume, run
 from unseen.federated import LocalTraining, get_flat, local_update
 from unseen.federated.client import make_optimizer
