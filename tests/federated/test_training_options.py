@@ -14,7 +14,7 @@ from unseen.experiment import parse_spec, resume, run
 from unseen.federated import LocalTraining, get_flat, local_update
 from unseen.federated.client import make_optimizer
 from unseen.models import init_model
-from unseen.runtime.checkpoint import list_checkpoints
+from unseen.runtime.checkpoint import load_latest
 from unseen.runtime.clients import client_generator, local_for_round
 from unseen.runtime.simulation import SimulationPlan
 
@@ -107,6 +107,6 @@ def test_central_run_carries_momentum_across_epochs_and_resumes_it(tmp_path):
     interrupted = run_and_interrupt(raw, tmp_path / "b", after_round=2)
     resumed = resume(interrupted)
     assert torch.equal(resumed.params, full.params)
-    state = torch.load(list_checkpoints(full.run_dir / "checkpoints")[-1], weights_only=True)["state"]
+    state = load_latest(full.run_dir / "checkpoints")["state"]  # type: ignore[index]
     assert set(state["optimizer_state"]) == {"param/momentum_buffer"}
     assert state["optimizer_state"]["param/momentum_buffer"].numel() == full.params.numel()

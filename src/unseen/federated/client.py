@@ -50,16 +50,17 @@ def augment(x: torch.Tensor, kind: str, generator: torch.Generator) -> torch.Ten
     return x
 
 
+# An optimizer's state as flat tensors, carried between calls by central training.
+OptimizerState = dict[str, torch.Tensor]
+
+
 @dataclass(frozen=True)
 class ClientResult:
     delta: torch.Tensor  # local weights minus the global weights it started from
     num_samples: int
     mean_loss: float
     steps: int
-    optimizer_state: dict[str, torch.Tensor] | None = None  # only when asked for (central training)
-
-
-OptimizerState = dict[str, torch.Tensor]
+    optimizer_state: OptimizerState | None = None  # only when asked for (central training)
 
 
 def export_optimizer_state(optimizer: torch.optim.Optimizer, params: list[torch.Tensor]) -> OptimizerState:
@@ -79,8 +80,11 @@ def export_optimizer_state(optimizer: torch.optim.Optimizer, params: list[torch.
 
 
 def import_optimizer_state(optimizer: torch.optim.Optimizer, params: list[torch.Tensor],
-                           state: OptimizerState) -> None:
-    """Load what :func:`export_optimizer_state` exported into a fresh optimizer over ``params``."""
+                           state: OptimizerState | None) -> None:
+    """Load what :func:`export_optimizer_state` exported into a fresh optimizer over ``params``
+    (nothing to load for ``None`` or ``{}``: the optimizer starts afresh)."""
+    if not state:
+        return
     offset = 0
     for p in params:
         own: dict[str, torch.Tensor] = {}
@@ -114,8 +118,7 @@ def local_update(
     anchor = [p.detach().clone() for p in model.parameters()] if config.prox_mu > 0 else None
     params = list(model.parameters())
     optimizer = make_optimizer(params, config)
-    if optimizer_state:
-        import_optimizer_state(optimizer, params, optimizer_state)
+    import_optimizer_state(optimizer, params, optimizer_state)
     n = len(y)
     total_loss, steps = 0.0, 0
     for _ in range(config.epochs):

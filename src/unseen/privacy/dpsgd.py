@@ -155,8 +155,7 @@ def dp_sgd_update(
         expected_batch_size=max(1, round(dp.sampling_rate * n)), loss_reduction="mean", generator=noise_gen,
     )
     params = list(gsm.parameters())
-    if optimizer_state:
-        import_optimizer_state(optimizer.original_optimizer, params, optimizer_state)
+    import_optimizer_state(optimizer.original_optimizer, params, optimizer_state)
     criterion = (DPLossFastGradientClipping(gsm, optimizer, nn.CrossEntropyLoss(), loss_reduction="mean")
                  if ghost else None)
     steps = config.epochs * steps_per_epoch(dp.sampling_rate)
@@ -204,8 +203,7 @@ def _dp_sgd_one_pass(
     noise_gen = _noise_generator(generator, x.device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
-    if optimizer_state:
-        import_optimizer_state(optimizer, params, optimizer_state)
+    import_optimizer_state(optimizer, params, optimizer_state)
     expected_batch = max(1, round(dp.sampling_rate * n))
     std = dp.noise_multiplier * dp.max_grad_norm
     steps = config.epochs * steps_per_epoch(dp.sampling_rate)
