@@ -239,3 +239,42 @@ def test_messages_are_plain_json_headers_and_raw_vectors() -> None:
     msg = secagg.pack("masked", {"client": 1, "dim": 2}, np.array([1, 2], dtype=np.uint32).tobytes())
     (n,) = struct.unpack(">I", msg[4:8])
     assert json.loads(msg[8:8 + n])["kind"] == "masked" and len(msg) == 8 + n + 8
+
+
+def test_mask_keystream_is_aes256_ctr_from_counter_two() -> None:
+    # prg computes the keystream through OpenSSL's GCM path for speed; it must be exactly AES-CTR's.
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    seed = bytes(range(32))
+    n = 1000
+    ctr = Cipher(algorithms.AES(seed), modes.CTR(bytes(12) + (2).to_bytes(4, "big"))).encryptor()
+    expected = np.frombuffer(ctr.update(bytes(4 * n)), dtype=np.uint32)
+    assert np.array_equal(secagg.prg(seed, n, np.uint32), expected)
+    assert not np.array_equal(secagg.prg(bytes(32), n, np.uint32), expected)
+
+
+@pytest.mark.parametrize(("bits", "dim"), [(32, 300_000), (62, 150_000)])
+def test_sums_of_vectors_masked_on_several_threads_are_exact(bits: int, dim: int) -> None:
+    # Above 1 MB the masks are split over threads (clients) and the dropped clients' masks too (server).
+    p = _params(6, dim=dim, bits=bits)
+    x = _inputs(6, dim, bits, seed=3)
+    before = {c: v.copy() for c, v in x.items()}
+    res = secure_sum(p, x, {"masked_input": {1}})
+    assert np.array_equal(res.total.astype(np.uint64), _plain_sum(x, [0, 2, 3, 4, 5], bits))
+    assert all(np.array_equal(x[c], before[c]) for c in x)  # inputs are not masked in place
+
+
+def test_masking_in_a_forked_child_after_the_parent_masked() -> None:
+    # The mask threads belong to the process that started them: a forked child must start its own.
+    import multiprocessing
+
+    masks = [(bytes([i]) * 32, i % 2 == 0) for i in range(6)]
+    value = np.arange(400_000, dtype=np.uint32)
+    expected = secagg.apply_masks(value, masks)  # starts the parent's threads
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        got = pool.apply_async(secagg.apply_masks, (value, masks)).get(timeout=60)
+    assert np.array_equal(got, expected)
+    sequential = value.copy()
+    for seed, add in masks:
+        (np.add if add else np.subtract)(sequential, secagg.prg(seed, value.size, np.uint32), out=sequential)
+    assert np.array_equal(expected, sequential)

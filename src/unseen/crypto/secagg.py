@@ -38,6 +38,8 @@ import math
 import os
 import secrets
 import struct
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,6 +57,8 @@ STAGES = ("advertise", "share_keys", "masked_input", "unmask")
 PRIME = 2**521 - 1  # Mersenne prime: the Shamir field, larger than any 32-byte secret
 _SHARE_BYTES = 66
 _MAGIC = b"USA1"
+_MAX_KEYSTREAM = 16 * (2**32 - 2)  # GCM's 32-bit block counter
+_MASK_THREADS = max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
 
 
 class SecAggAbort(UnseenError):
@@ -172,16 +176,74 @@ def _zeros(n: int) -> bytes:
 
 
 def prg(seed: bytes, dim: int, dtype: type[np.unsignedinteger], out: np.ndarray | None = None) -> np.ndarray:
-    """``dim`` pseudorandom words from a 32-byte seed: the AES-256-CTR keystream (written into ``out`` if given)."""
+    """``dim`` pseudorandom words from a 32-byte seed: an AES-256-CTR keystream (written into ``out`` if given).
+
+    The keystream is that of CTR with the initial counter block ``0^96 || 2``, computed through
+    OpenSSL's GCM code path (the GCM ciphertext of zeros under the zero nonce; the tag is dropped),
+    which runs on vector AES instructions where CTR does not: 1.5x faster here. Each seed is used for
+    one keystream, so the fixed nonce is safe.
+    """
     n = dim * np.dtype(dtype).itemsize
-    buf = np.empty(n + 16, dtype=np.uint8) if out is None else out  # CTR's update_into wants a block of slack
-    Cipher(algorithms.AES(seed), modes.CTR(bytes(16))).encryptor().update_into(_zeros(n), buf)
+    if n > _MAX_KEYSTREAM:
+        raise SecAggAbort(f"a vector of {dim} words exceeds one AES-GCM keystream (at most {_MAX_KEYSTREAM} bytes)")
+    buf = np.empty(n + 16, dtype=np.uint8) if out is None else out  # update_into wants a block of slack
+    Cipher(algorithms.AES(seed), modes.GCM(bytes(12))).encryptor().update_into(_zeros(n), buf)
     return buf[:n].view(dtype)
 
 
 def mask_buffer(dim: int, dtype: type[np.unsignedinteger]) -> np.ndarray:
     """Scratch space for :func:`prg`, reused across the masks of one message."""
     return np.empty(dim * np.dtype(dtype).itemsize + 16, dtype=np.uint8)
+
+
+_BUFFERS = threading.local()
+
+
+def _buffer(name: str, nbytes: int) -> np.ndarray:
+    """A per-thread buffer reused across calls: fresh 4 MB arrays cost more in page faults than the AES."""
+    buf = getattr(_BUFFERS, name, None)
+    if buf is None or buf.nbytes != nbytes:
+        buf = np.empty(nbytes, dtype=np.uint8)
+        setattr(_BUFFERS, name, buf)
+    return buf
+
+
+def _add_masks(acc: np.ndarray, masks: list[tuple[bytes, bool]]) -> None:
+    scratch = _buffer("keystream", acc.nbytes + 16)
+    for seed, add in masks:
+        mask = prg(seed, acc.size, acc.dtype.type, scratch)
+        (np.add if add else np.subtract)(acc, mask, out=acc)  # wraps mod 2^32 (or 2^64)
+
+
+_POOL: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def _mask_pool() -> ThreadPoolExecutor:
+    global _POOL
+    if _POOL is None or _POOL[0] != os.getpid():  # a forked child does not inherit the parent's threads
+        _POOL = (os.getpid(), ThreadPoolExecutor(_MASK_THREADS, thread_name_prefix="unseen-masks"))
+    return _POOL[1]
+
+
+def apply_masks(value: np.ndarray, masks: list[tuple[bytes, bool]]) -> np.ndarray:
+    """``value`` plus (or minus) the keystream of each ``(seed, add)``, as a new array.
+
+    Keystreams and additions release the GIL, so the masks are split over up to ``_MASK_THREADS``
+    threads, each summing its share into its own buffer; addition mod 2^w makes the order irrelevant.
+    """
+    acc = np.array(value, copy=True)
+    parts = [masks[i::_MASK_THREADS] for i in range(min(_MASK_THREADS, len(masks)))]
+    if len(parts) <= 1 or acc.nbytes < 1 << 20:
+        _add_masks(acc, masks)
+        return acc
+    others = [_buffer(f"partial{i}", acc.nbytes).view(acc.dtype) for i in range(1, len(parts))]
+    for other in others:
+        other.fill(0)
+    for done in [_mask_pool().submit(_add_masks, a, m) for a, m in zip([acc, *others], parts, strict=True)]:
+        done.result()
+    for other in others:
+        np.add(acc, other, out=acc)
+    return acc
 
 
 def _commit(seed: bytes, tag: bytes) -> bytes:
@@ -243,10 +305,10 @@ def _unb64(s: Any) -> bytes:
     return base64.b64decode(s, validate=True)
 
 
-def pack(kind: str, body: dict[str, Any], blob: bytes = b"") -> bytes:
+def pack(kind: str, body: dict[str, Any], blob: bytes | memoryview = b"") -> bytes:
     """One message: magic, header length, JSON header (kind + body), then an optional binary blob."""
     head = json.dumps({"kind": kind, **body}, separators=(",", ":")).encode()
-    return _MAGIC + struct.pack(">I", len(head)) + head + blob
+    return b"".join((_MAGIC, struct.pack(">I", len(head)), head, blob))  # one copy of a large blob
 
 
 def unpack(data: bytes, kind: str, sender: str) -> tuple[dict[str, Any], memoryview]:
@@ -355,20 +417,15 @@ def client_masked_input(state: ClientState, msg: bytes, value: np.ndarray) -> by
     if value.shape != (p.dim,) or value.dtype != p.dtype:
         raise SecAggAbort(f"client {state.id}'s input must be a vector of {p.dim} {np.dtype(p.dtype).name} "
                           f"(got {value.shape} {value.dtype}): encode it with unseen.crypto.fixed_point first")
-    masked = value.copy()
-    scratch = mask_buffer(p.dim, p.dtype)
-    np.add(masked, prg(state.seed, p.dim, p.dtype, scratch), out=masked)  # wraps mod 2^32 (or 2^64)
     mask_key = X25519PrivateKey.from_private_bytes(state.mask_sk)
+    masks = [(state.seed, True)]
     for u in sorted(state.masked_with):
         shared = mask_key.exchange(X25519PublicKey.from_public_bytes(state.keys[u][1]))
-        mask = prg(_kdf(shared, b"mask", p.round_tag), p.dim, p.dtype, scratch)
-        if state.id < u:
-            np.add(masked, mask, out=masked)
-        else:
-            np.subtract(masked, mask, out=masked)
+        masks.append((_kdf(shared, b"mask", p.round_tag), state.id < u))  # the lower id adds, the higher subtracts
+    masked = apply_masks(value, masks)
     if p.bits < 8 * np.dtype(p.dtype).itemsize:
         masked &= p.dtype((1 << p.bits) - 1)
-    return pack("masked", {"client": state.id, "dim": p.dim}, masked.astype(p.dtype).tobytes())
+    return pack("masked", {"client": state.id, "dim": p.dim}, memoryview(masked).cast("B"))
 
 
 def client_unmask(state: ClientState, msg: bytes) -> bytes:
@@ -512,13 +569,13 @@ def server_unmask(s: ServerState, msgs: dict[int, bytes]) -> tuple[np.ndarray, l
     total = np.zeros(p.dim, dtype=p.dtype)
     for c in sorted(survivors):
         np.add(total, s.masked[c], out=total)
-    scratch = mask_buffer(p.dim, p.dtype)
+    unmasks: list[tuple[bytes, bool]] = []
     for u in sorted(survivors):
         seed = shamir_combine(seed_shares.get(u, {}), p.threshold, 32, f"client {u}'s self-mask seed")
         if _commit(seed, p.round_tag) != s.public[u][2]:
             raise SecAggAbort(f"the rebuilt self-mask seed of client {u} does not match its commitment: "
                               "a share was tampered with")
-        np.subtract(total, prg(seed, p.dim, p.dtype, scratch), out=total)
+        unmasks.append((seed, False))
     for u in sorted(s.shared - survivors):
         partners = s.graph[u] & survivors
         if not partners:
@@ -528,12 +585,9 @@ def server_unmask(s: ServerState, msgs: dict[int, bytes]) -> tuple[np.ndarray, l
             raise SecAggAbort(f"the rebuilt mask key of dropped client {u} does not match its public key: "
                               "a share was tampered with")
         for v in sorted(partners):
-            mask = prg(_kdf(_agree(key, s.public[v][1]), b"mask", p.round_tag), p.dim, p.dtype, scratch)
             # v added the mask if v < u and subtracted it otherwise; undo that.
-            if v < u:
-                np.subtract(total, mask, out=total)
-            else:
-                np.add(total, mask, out=total)
+            unmasks.append((_kdf(_agree(key, s.public[v][1]), b"mask", p.round_tag), v > u))
+    total = apply_masks(total, unmasks)
     if p.bits < 8 * np.dtype(p.dtype).itemsize:
         total &= p.dtype((1 << p.bits) - 1)
     return total, sorted(survivors)
@@ -542,6 +596,6 @@ def server_unmask(s: ServerState, msgs: dict[int, bytes]) -> tuple[np.ndarray, l
 __all__ = [
     "PRIME", "STAGES", "ClientState", "SecAggAbort", "SecAggParams", "ServerState", "check_params",
     "client_advertise", "client_masked_input", "client_share_keys", "client_unmask", "default_neighbours",
-    "default_threshold", "mask_buffer", "neighbour_graph", "pack", "prg", "server_collect_masked", "server_route_keys",
+    "default_threshold", "apply_masks", "mask_buffer", "neighbour_graph", "pack", "prg", "server_collect_masked", "server_route_keys",
     "server_route_shares", "server_unmask", "shamir_combine", "shamir_split", "unpack",
 ]

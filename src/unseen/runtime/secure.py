@@ -199,7 +199,10 @@ def secure_round(
         if not config.weighted:
             return v
         w = min(float(weights[c]), config.max_weight) / config.max_weight
-        return np.append(v * w, w)
+        out = np.empty(v.size + 1)
+        np.multiply(v, w, out=out[:-1])
+        out[-1] = w
+        return out
 
     if config.backend == "ckks":
         from unseen.crypto import ckks
