@@ -377,6 +377,9 @@ def client_share_keys(state: ClientState, msg: bytes) -> bytes:
         raise SecAggAbort(f"client {state.id} has {len(keys)} live neighbours, too few for the threshold "
                           f"{p.threshold}: aborting rather than share secrets too thinly")
     state.keys = keys
+    enc_key = X25519PrivateKey.from_private_bytes(state.enc_sk)  # once, not once per neighbour
+    for v, (enc_pk, _) in keys.items():
+        state.share_keys[v] = _kdf(enc_key.exchange(X25519PublicKey.from_public_bytes(enc_pk)), b"share", p.round_tag)
     holders = [*sorted(keys), state.id]
     key_shares = shamir_split(state.mask_sk, p.threshold, holders)
     seed_shares = shamir_split(state.seed, p.threshold, holders)
