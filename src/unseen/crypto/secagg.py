@@ -593,8 +593,8 @@ def server_unmask(s: ServerState, msgs: dict[int, bytes]) -> tuple[np.ndarray, l
 
 
 __all__ = [
-    "PRIME", "STAGES", "ClientState", "SecAggAbort", "SecAggParams", "ServerState", "check_params",
+    "PRIME", "STAGES", "ClientState", "SecAggAbort", "SecAggParams", "ServerState", "apply_masks", "check_params",
     "client_advertise", "client_masked_input", "client_share_keys", "client_unmask", "default_neighbours",
-    "default_threshold", "apply_masks", "neighbour_graph", "pack", "prg", "server_collect_masked", "server_route_keys",
+    "default_threshold", "neighbour_graph", "pack", "prg", "server_collect_masked", "server_route_keys",
     "server_route_shares", "server_unmask", "shamir_combine", "shamir_split", "unpack",
 ]
