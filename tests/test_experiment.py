@@ -105,6 +105,21 @@ def test_resume_after_interrupt_equals_uninterrupted_run(tmp_path):
     assert [m["test_accuracy"] for m in resumed.results["rounds"]] == [m["test_accuracy"] for m in full.results["rounds"]]
 
 
+def test_resume_with_server_momentum_equals_uninterrupted_run(tmp_path):
+    # FedAvgM's buffer is server state: it must be checkpointed, and it must change the result.
+    raw = _small(rounds=5, server_momentum=0.9, server_lr=0.5)
+    full = run(parse_spec(raw), output_dir=tmp_path / "a")
+    resumed = resume(run_and_interrupt(raw, tmp_path / "b", after_round=2))
+    assert torch.equal(resumed.params, full.params)
+    plain = run(parse_spec(_small(rounds=5, server_lr=0.5)), output_dir=tmp_path / "c")
+    assert not torch.allclose(plain.params, full.params)
+
+
+def test_server_momentum_with_an_adaptive_server_is_refused():
+    with pytest.raises(unseen.SpecError, match="federated.server_momentum.*beta1"):
+        parse_spec(_small(algorithm="fedadam", server_momentum=0.9))
+
+
 def test_resume_of_a_non_run_folder_is_a_clear_error(tmp_path):
     with pytest.raises(unseen.UnseenError, match="not a run folder"):
         resume(tmp_path)

@@ -154,6 +154,8 @@ class FederatedSpec(_Section):
     algorithm: Literal["fedavg", "fedprox", "fedadam", "fedyogi", "fedadagrad"] = "fedavg"
     prox_mu: float = Field(0.01, ge=0, description="FedProx proximal weight")
     server_lr: float | None = Field(None, gt=0, description="default: 1.0 for fedavg/fedprox, 0.01 for adaptive")
+    server_momentum: float = Field(0.0, ge=0, lt=1, description="fedavg/fedprox: heavy-ball momentum of the server "
+                                   "step (FedAvgM, Hsu et al. 2019); adaptive algorithms use beta1")
     beta1: float = Field(0.9, ge=0, lt=1)
     beta2: float = Field(0.99, ge=0, lt=1)
     tau: float = Field(1e-3, gt=0)
@@ -324,6 +326,9 @@ class ExperimentSpec(_Section):
                              "privacy.secure_aggregation = 'secagg' or 'secagg+' (the sum must hide each share of noise)")
         if priv.adaptive_clip and priv.mechanism != "dp_fedavg":
             raise ValueError("privacy.adaptive_clip applies to privacy.mechanism = 'dp_fedavg' only")
+        if fed.server_momentum and fed.algorithm not in ("fedavg", "fedprox"):
+            raise ValueError(f"federated.server_momentum applies to fedavg and fedprox (FedAvgM); {fed.algorithm} "
+                             "has its own first moment: set federated.beta1 instead, or server_momentum = 0")
         if fed.adversary.count and fed.clients is not None and fed.adversary.count > fed.clients:
             raise ValueError(f"federated.adversary.count = {fed.adversary.count} exceeds federated.clients = {fed.clients}")
         return self
@@ -695,7 +700,8 @@ def build_plan(spec: ExperimentSpec, dataset: Dataset, device: torch.device) -> 
     if central:  # one client holding all data, applied with lr 1: plain minibatch SGD
         server = ServerOptimizer("sgd", 1.0)
     else:
-        server = ServerOptimizer(kind, fed.server_lr or DEFAULT_LR[kind], fed.beta1, fed.beta2, fed.tau)
+        server = ServerOptimizer(kind, fed.server_lr or DEFAULT_LR[kind], fed.beta1, fed.beta2, fed.tau,
+                                 fed.server_momentum)
     local = LocalTraining(
         epochs=1 if central else spec.train.epochs, batch_size=spec.train.batch_size, lr=spec.train.lr,
         momentum=spec.train.momentum, weight_decay=spec.train.weight_decay,

@@ -49,6 +49,28 @@ def test_fedavg_server_step_adds_the_update():
     assert torch.equal(new, params + delta) and state == {}
 
 
+def test_fedavgm_is_heavy_ball_momentum_on_the_update():
+    opt = ServerOptimizer("sgd", lr=0.5, momentum=0.9)
+    params, d1, d2 = torch.zeros(2), torch.tensor([1.0, -2.0]), torch.tensor([0.5, 0.5])
+    state = init_state(opt, params)
+    p1, state = server_step(opt, params, d1, state)
+    p2, state = server_step(opt, p1, d2, state)
+    assert torch.allclose(p1, 0.5 * d1)  # the first step is FedAvg's, scaled by the server lr
+    assert torch.allclose(state["m"], 0.9 * d1 + d2) and torch.allclose(p2, p1 + 0.5 * (0.9 * d1 + d2))
+    # the same as torch.optim.SGD driven by the pseudo-gradient -delta
+    w = torch.zeros(2, requires_grad=True)
+    sgd = torch.optim.SGD([w], lr=0.5, momentum=0.9)
+    for d in (d1, d2):
+        w.grad = -d
+        sgd.step()
+    assert torch.allclose(w.detach(), p2)
+
+
+def test_server_momentum_is_for_sgd_only():
+    with pytest.raises(ValueError, match="beta1"):
+        ServerOptimizer("adam", momentum=0.9)
+
+
 def test_fedadam_matches_hand_computation():
     opt = ServerOptimizer("adam", lr=0.1, beta1=0.9, beta2=0.99, tau=1e-3)
     params, delta = torch.zeros(2), torch.tensor([1.0, -2.0])

@@ -1,7 +1,9 @@
 """Server optimizers: apply the aggregated update to the global model (Reddi et al. 2021).
 
 The aggregated client delta is treated as a pseudo-gradient step. ``sgd`` with lr 1 is plain
-FedAvg; ``adam``, ``yogi`` and ``adagrad`` give FedAdam, FedYogi and FedAdagrad. State is a dict of
+FedAvg, and with ``momentum`` FedAvgM (Hsu et al. 2019); ``adam``, ``yogi`` and ``adagrad`` give
+FedAdam, FedYogi and FedAdagrad. Under DP-FedAvg the server step only post-processes the noised
+aggregate, so none of them changes the privacy guarantee. State is a dict of
 tensors so it can be checkpointed and restored exactly.
 """
 
@@ -22,15 +24,18 @@ class ServerOptimizer:
     beta1: float = 0.9
     beta2: float = 0.99
     tau: float = 1e-3  # adaptivity: larger tau, closer to SGD
+    momentum: float = 0.0  # sgd only: heavy-ball momentum (FedAvgM)
 
     def __post_init__(self) -> None:
         if self.kind not in OPTIMIZERS:
             raise ValueError(f"unknown server optimizer {self.kind!r}; use one of {', '.join(OPTIMIZERS)}")
+        if self.momentum and self.kind != "sgd":
+            raise ValueError(f"server momentum applies to sgd (FedAvgM); {self.kind} has its own first moment (beta1)")
 
 
 def init_state(opt: ServerOptimizer, params: torch.Tensor) -> dict[str, torch.Tensor]:
     if opt.kind == "sgd":
-        return {}
+        return {"m": torch.zeros_like(params)} if opt.momentum else {}
     # Reddi et al. initialise v to tau^2 so the first steps are not huge.
     return {"m": torch.zeros_like(params), "v": torch.full_like(params, opt.tau**2)}
 
@@ -40,7 +45,10 @@ def server_step(
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Return new global parameters and optimizer state (inputs are not modified)."""
     if opt.kind == "sgd":
-        return params + opt.lr * delta, state
+        if not opt.momentum:
+            return params + opt.lr * delta, state
+        m = opt.momentum * state["m"] + delta  # torch.optim.SGD's buffer, with the delta as minus the gradient
+        return params + opt.lr * m, {"m": m}
     m = opt.beta1 * state["m"] + (1 - opt.beta1) * delta
     d2 = delta * delta
     v = state["v"]
