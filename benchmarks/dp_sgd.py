@@ -118,12 +118,12 @@ def throughput(model_name: str, n: int, batch: int, steps: int, repeats: int = 3
 
 
 def accuracy(eps_list: list[float], epochs: int, schedule: str = "constant", lr: float | None = None,
-             batch: int | None = None, features: str = "pixels") -> list[dict]:
+             batch: int | None = None, features: str = "pixels", seed: int = 0) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for eps in eps_list:
             raw = json.loads(json.dumps(RECIPES[features]))
-            raw.update({"name": f"dp-mnist-eps{eps:g}", "mode": "central",
+            raw.update({"name": f"dp-mnist-eps{eps:g}", "mode": "central", "seed": seed,
                         "data": {"name": "mnist", "features": features}, "output": {"dir": tmp}})
             raw["train"]["epochs"] = epochs
             raw["train"]["lr_schedule"] = schedule
@@ -176,6 +176,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=None, help="(b) expected batch size (default: the recipe's)")
     parser.add_argument("--features", default="pixels", choices=sorted(RECIPES),
                         help="(b, c) train on pixels (dp_cnn) or on scattering features (scatter_cnn)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="(b) initialization, Poisson batches and noise; rows of seeds other than 0 are stored apart")
     parser.add_argument("--local-epochs", type=int, default=1, help="(c) client epochs per round")
     parser.add_argument("--local-batch", type=int, default=32, help="(c) client batch size")
     parser.add_argument("--partition", default="shards", choices=["shards", "iid"],
@@ -192,8 +194,9 @@ def main() -> None:
     if "b" in args.part:
         print(f"(b) accuracy vs epsilon, delta 1e-5, {args.epochs} epochs")
         key = "accuracy" if args.features == "pixels" else f"accuracy_{args.features}"
+        key += f"_seed{args.seed}" if args.seed else ""
         rows = accuracy([float(e) for e in args.eps.split(",")], args.epochs, args.lr_schedule, args.lr,
-                        args.batch, args.features)
+                        args.batch, args.features, args.seed)
         # Runs for other epsilons (perhaps with other epochs) stay: each row carries its recipe.
         kept = [r for r in report.get(key, []) if r["epsilon_target"] not in {r2["epsilon_target"] for r2 in rows}]
         report[key] = sorted(kept + rows, key=lambda r: r["epsilon_target"])
