@@ -335,7 +335,7 @@ class ClientState:
     keys: dict[int, tuple[bytes, bytes]] = field(default_factory=dict)  # neighbour -> (enc_pk, mask_pk)
     held: dict[int, tuple[bytes, bytes]] = field(default_factory=dict)  # neighbour -> (key share, seed share)
     masked_with: frozenset[int] = frozenset()
-    share_keys: dict[int, bytes] = field(default_factory=dict)  # neighbour -> AES-GCM key, agreed once
+    share_keys: dict[int, bytes] = field(default_factory=dict)  # neighbour -> AES-GCM key, agreed in stage 2
 
 
 def client_advertise(params: SecAggParams, client: int) -> tuple[ClientState, bytes]:
@@ -347,12 +347,6 @@ def client_advertise(params: SecAggParams, client: int) -> tuple[ClientState, by
                              "mask_pk": _b64(_public(state.mask_sk)),
                              "seed_commit": _b64(_commit(state.seed, params.round_tag))})
     return state, msg
-
-
-def _share_key(state: ClientState, other: int) -> bytes:
-    if other not in state.share_keys:
-        state.share_keys[other] = _kdf(_agree(state.enc_sk, state.keys[other][0]), b"share", state.params.round_tag)
-    return state.share_keys[other]
 
 
 def _aad(p: SecAggParams, sender: int, receiver: int) -> bytes:
@@ -373,7 +367,7 @@ def client_share_keys(state: ClientState, msg: bytes) -> bytes:
         raise SecAggAbort(f"client {state.id} has {len(keys)} live neighbours, too few for the threshold "
                           f"{p.threshold}: aborting rather than share secrets too thinly")
     state.keys = keys
-    enc_key = X25519PrivateKey.from_private_bytes(state.enc_sk)  # once, not once per neighbour
+    enc_key = X25519PrivateKey.from_private_bytes(state.enc_sk)
     for v, (enc_pk, _) in keys.items():
         state.share_keys[v] = _kdf(enc_key.exchange(X25519PublicKey.from_public_bytes(enc_pk)), b"share", p.round_tag)
     holders = [*sorted(keys), state.id]
@@ -384,7 +378,7 @@ def client_share_keys(state: ClientState, msg: bytes) -> bytes:
     for v in sorted(keys):
         nonce = os.urandom(12)
         plain = struct.pack(">II", state.id, v) + key_shares[v] + seed_shares[v]
-        out[str(v)] = _b64(nonce + AESGCM(_share_key(state, v)).encrypt(nonce, plain, _aad(p, state.id, v)))
+        out[str(v)] = _b64(nonce + AESGCM(state.share_keys[v]).encrypt(nonce, plain, _aad(p, state.id, v)))
     return pack("shares", {"client": state.id, "to": out})
 
 
@@ -403,7 +397,7 @@ def client_masked_input(state: ClientState, msg: bytes, value: np.ndarray) -> by
                           f"the threshold {p.threshold}")
     for u, blob in routed.items():
         try:
-            plain = AESGCM(_share_key(state, u)).decrypt(blob[:12], blob[12:], _aad(p, u, state.id))
+            plain = AESGCM(state.share_keys[u]).decrypt(blob[:12], blob[12:], _aad(p, u, state.id))
         except (InvalidTag, ValueError) as exc:
             raise SecAggAbort(f"the share from client {u} to client {state.id} failed authentication: it was "
                               "tampered with in transit") from exc
