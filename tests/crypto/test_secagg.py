@@ -11,7 +11,15 @@ import pytest
 from scipy import stats
 
 from unseen.crypto import secagg
-from unseen.crypto.fixed_point import EncodingError, clip_l2, decode_sum, encode, plan_fixed_point
+from unseen.crypto.fixed_point import (
+    EncodingError,
+    clip_l2,
+    decode_sum,
+    encode,
+    encode_update,
+    from_modular,
+    plan_fixed_point,
+)
 from unseen.crypto.secagg import SecAggAbort, SecAggParams, default_neighbours, default_threshold
 from unseen.runtime.secure import secure_sum
 
@@ -97,6 +105,44 @@ def test_a_modulus_too_small_for_the_precision_fails_before_the_round() -> None:
         encode(np.array([3.0]), plan_fixed_point(3, 1.0))
     with pytest.raises(EncodingError, match="NaN"):
         encode(np.array([np.nan]), plan_fixed_point(3, 1.0))
+
+
+@pytest.mark.parametrize("bits", [16, 32, 62])
+@pytest.mark.parametrize(("scale", "weight"), [(0.1, None), (50.0, None), (50.0, 0.37), (0.1, 1.0)])
+def test_fused_clip_weight_encode_equals_the_composed_steps(bits: int, scale: float, weight: float | None) -> None:
+    # encode_update folds clipping, weighting and scaling into one factor; it must agree with
+    # encode(clip_l2(x) * w) followed by w, to within one unit where a product sits on a midpoint
+    # (at 62 bits the words outgrow float64's 53-bit mantissa, so within its relative precision).
+    rng = np.random.default_rng(bits)
+    x = rng.normal(0, scale, 5000)
+    clip = 2.0
+    plan = plan_fixed_point(10, max(clip, 1.0), bits=bits)
+    composed = clip_l2(x, clip) * (1.0 if weight is None else weight)
+    if weight is not None:
+        composed = np.append(composed, weight)
+    expected = from_modular(encode(composed, plan), bits)
+    got = encode_update(x, clip, plan, weight)
+    assert got.dtype == encode(composed, plan).dtype and got.shape == expected.shape
+    diff = np.abs(from_modular(got, bits) - expected)
+    assert np.all(diff <= np.maximum(1, np.abs(expected) * 2.0**-50)) and np.mean(diff <= 1) > 0.99
+    if weight is not None:
+        assert from_modular(got, bits)[-1] == expected[-1]
+    assert np.linalg.norm(from_modular(got, bits)[:5000] / plan.scale) <= clip * (1 + 1e-6)
+
+
+def test_fused_encode_refuses_bad_values_and_survives_huge_finite_ones() -> None:
+    plan = plan_fixed_point(3, 1.0)
+    with pytest.raises(EncodingError, match="NaN"):
+        encode_update(np.array([1.0, np.nan]), 1.0, plan)
+    with pytest.raises(EncodingError, match="NaN"):
+        encode_update(np.array([np.inf, 0.0]), 1.0, plan)
+    with pytest.raises(EncodingError, match="weight"):
+        encode_update(np.ones(3), 1.0, plan, weight=1.5)
+    with pytest.raises(EncodingError, match="at most the plan"):
+        encode_update(np.ones(3), 2.0, plan)
+    # The squares of 1e200 overflow; the vector still clips to unit norm.
+    got = from_modular(encode_update(np.array([1e200, -1e200]), 1.0, plan), 32) / plan.scale
+    assert np.allclose(got, [2**-0.5, -(2**-0.5)], atol=1e-8)
 
 
 def _capture(p: SecAggParams, x: dict[int, np.ndarray], drops=None) -> tuple[list[tuple[str, str, bytes]], object]:
@@ -210,6 +256,33 @@ def test_malformed_messages_abort_naming_the_sender() -> None:
         secure_sum(_params(5), _inputs(5, 32), tamper=wrong_length)
 
 
+def _to_masked_stage(p: SecAggParams, x: dict[int, np.ndarray]):
+    """Stages 1-3 by hand: the server state and every client's masked-input message."""
+    states, ads = {}, {}
+    for c in range(p.clients):
+        states[c], ads[c] = secagg.client_advertise(p, c)
+    server, keys = secagg.server_route_keys(p, ads)
+    routed = secagg.server_route_shares(server, {c: secagg.client_share_keys(states[c], keys[c]) for c in keys})
+    return server, states, {c: secagg.client_masked_input(states[c], routed[c], x[c]) for c in routed}
+
+
+def test_the_server_sums_masked_inputs_as_they_arrive_and_refuses_a_second_one() -> None:
+    p = _params(6, dim=64)
+    x = _inputs(6, 64, seed=9)
+    server, states, masked = _to_masked_stage(p, x)
+    for c in [4, 0, 5]:  # any order; the server keeps one running vector, not one per client
+        secagg.server_receive_masked(server, c, masked[c])
+    with pytest.raises(SecAggAbort, match="client 0 sent a second masked input"):
+        secagg.server_receive_masked(server, 0, masked[0])
+    for c in [1, 2, 3]:
+        secagg.server_receive_masked(server, c, masked[c])
+    assert server.masked_sum.shape == (64,) and server.masked_from == set(range(6))
+    listing = secagg.server_close_masked(server)
+    total, survivors = secagg.server_unmask(server, {c: secagg.client_unmask(states[c], listing[c]) for c in listing})
+    assert survivors == list(range(6))
+    assert np.array_equal(total.astype(np.uint64), _plain_sum(x, survivors, 32))
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
@@ -241,16 +314,18 @@ def test_messages_are_plain_json_headers_and_raw_vectors() -> None:
     assert json.loads(msg[8:8 + n])["kind"] == "masked" and len(msg) == 8 + n + 8
 
 
-def test_mask_keystream_is_aes256_ctr_from_counter_two() -> None:
-    # prg computes the keystream through OpenSSL's GCM path for speed; it must be exactly AES-CTR's.
+def test_mask_keystream_is_aes128_ctr_from_counter_two() -> None:
+    # prg computes the keystream through OpenSSL's GCM path for speed; it must be exactly AES-CTR's,
+    # keyed by the seed's first 16 bytes.
     from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
     seed = bytes(range(32))
     n = 1000
-    ctr = Cipher(algorithms.AES(seed), modes.CTR(bytes(12) + (2).to_bytes(4, "big"))).encryptor()
+    ctr = Cipher(algorithms.AES(seed[:16]), modes.CTR(bytes(12) + (2).to_bytes(4, "big"))).encryptor()
     expected = np.frombuffer(ctr.update(bytes(4 * n)), dtype=np.uint32)
     assert np.array_equal(secagg.prg(seed, n, np.uint32), expected)
     assert not np.array_equal(secagg.prg(bytes(32), n, np.uint32), expected)
+    assert np.array_equal(secagg.prg(seed[:16] + bytes(16), n, np.uint32), expected)  # bytes 16-31 are not used
 
 
 @pytest.mark.parametrize(("bits", "dim"), [(32, 300_000), (62, 150_000)])

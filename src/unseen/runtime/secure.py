@@ -74,23 +74,30 @@ def secure_sum(
         book[stage] = book.get(stage, 0) + len(msg)
         return msg
 
+    def server_stage(stage: str, step: Callable[..., Any], *args: Any) -> Any:
+        t = time.perf_counter()
+        out = step(*args)
+        res.server_seconds[stage] = res.server_seconds.get(stage, 0.0) + time.perf_counter() - t
+        return out
+
     def client_stage(stage: str, receivers: list[int], step: Callable[[int, bytes | None], bytes],
-                     down: Mapping[int, bytes] | None = None, down_stage: str = "") -> dict[int, bytes]:
-        """Each live client reads the server's message of the previous stage (if any) and answers."""
+                     down: Mapping[int, bytes] | None = None, down_stage: str = "",
+                     deliver: Callable[[int, bytes], None] | None = None) -> dict[int, bytes]:
+        """Each live client reads the server's message of the previous stage (if any) and answers.
+
+        With ``deliver``, the server takes each answer as it arrives instead of the batch at the end.
+        """
         up: dict[int, bytes] = {}
         for c in alive(stage, receivers):
             incoming = send(down_stage, "down", c, down[c]) if down is not None else None
             t = time.perf_counter()
             msg = step(c, incoming)
             res.client_seconds[stage] = res.client_seconds.get(stage, 0.0) + time.perf_counter() - t
-            up[c] = send(stage, "up", c, msg)
+            if deliver is None:
+                up[c] = send(stage, "up", c, msg)
+            else:
+                server_stage(stage, deliver, c, send(stage, "up", c, msg))
         return up
-
-    def server_stage(stage: str, step: Callable[..., Any], *args: Any) -> Any:
-        t = time.perf_counter()
-        out = step(*args)
-        res.server_seconds[stage] = time.perf_counter() - t
-        return out
 
     states: dict[int, secagg.ClientState] = {}
 
@@ -103,9 +110,10 @@ def secure_sum(
     up = client_stage("share_keys", sorted(down), lambda c, m: secagg.client_share_keys(states[c], m),
                       down, "advertise")
     down = server_stage("share_keys", secagg.server_route_shares, server, up)
-    up = client_stage("masked_input", sorted(down),
-                      lambda c, m: secagg.client_masked_input(states[c], m, inputs[c]), down, "share_keys")
-    down = server_stage("masked_input", secagg.server_collect_masked, server, up)
+    # Masked inputs are summed as they arrive: the server holds one vector, not one per client.
+    client_stage("masked_input", sorted(down), lambda c, m: secagg.client_masked_input(states[c], m, inputs[c]),
+                 down, "share_keys", deliver=lambda c, m: secagg.server_receive_masked(server, c, m))
+    down = server_stage("masked_input", secagg.server_close_masked, server)
     up = client_stage("unmask", sorted(down), lambda c, m: secagg.client_unmask(states[c], m), down, "masked_input")
     res.total, res.survivors = server_stage("unmask", secagg.server_unmask, server, up)
     return res
@@ -188,17 +196,20 @@ def secure_round(
     Clients are the keys of ``updates``; those in ``drop_before_input`` vanish after key sharing,
     the case that needs dropout recovery.
     """
-    from unseen.crypto.fixed_point import clip_l2, decode_sum, encode, plan_fixed_point
+    from unseen.crypto.fixed_point import clip_l2, decode_sum, encode_update, plan_fixed_point
 
     order = sorted(updates)
     n = len(order)
     dim = next(iter(updates.values())).size + (1 if config.weighted else 0)
 
+    def weight(c: int) -> float | None:
+        return min(float(weights[c]), config.max_weight) / config.max_weight if config.weighted else None
+
     def vector(c: int) -> np.ndarray:
         v = clip_l2(updates[c], config.clip)
-        if not config.weighted:
+        w = weight(c)
+        if w is None:
             return v
-        w = min(float(weights[c]), config.max_weight) / config.max_weight
         out = np.empty(v.size + 1)
         np.multiply(v, w, out=out[:-1])
         out[-1] = w
@@ -213,15 +224,17 @@ def secure_round(
     else:
         params = secure_params(config, n, dim, round_index, seed)
         index = {c: i for i, c in enumerate(order)}
-        start = time.perf_counter()
         if config.noise_multiplier is not None:
             dd, plan = distributed_plan(config, n, dim)
             params = dataclasses.replace(params, min_survivors=dd.min_survivors)
+
+            start = time.perf_counter()
             encoded = {index[c]: client_encode(vector(c), dd, plan, _noise_rng(noise_seed, round_index, c))
                        for c in order}
         else:
             plan = plan_fixed_point(n, max(config.clip, 1.0), config.bits)
-            encoded = {index[c]: encode(vector(c), plan) for c in order}
+            start = time.perf_counter()
+            encoded = {index[c]: encode_update(updates[c], config.clip, plan, weight(c)) for c in order}
         encode_seconds = time.perf_counter() - start
         result = secure_sum(params, encoded, {"masked_input": {index[c] for c in drop_before_input}})
         result.client_seconds["clip_and_encode"] = encode_seconds
