@@ -31,7 +31,7 @@ from torch.nn import functional as F
 
 import unseen
 from unseen.federated import LocalTraining, get_flat, local_update
-from unseen.models import init_model
+from unseen.models import MODELS, init_model
 from unseen.privacy.dpsgd import DPSGD, dp_sgd_update
 
 ROOT = Path(__file__).resolve().parent
@@ -118,7 +118,7 @@ def throughput(model_name: str, n: int, batch: int, steps: int, repeats: int = 3
 
 
 def accuracy(eps_list: list[float], epochs: int, schedule: str = "constant", lr: float | None = None,
-             batch: int | None = None, features: str = "pixels", seed: int = 0) -> list[dict]:
+             batch: int | None = None, features: str = "pixels", seed: int = 0, model: str | None = None) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for eps in eps_list:
@@ -131,6 +131,8 @@ def accuracy(eps_list: list[float], epochs: int, schedule: str = "constant", lr:
                 raw["train"]["lr"] = lr
             if batch is not None:
                 raw["train"]["batch_size"] = batch
+            if model is not None:
+                raw["model"]["name"] = model
             raw["privacy"]["epsilon"] = eps
             start = time.perf_counter()
             result = unseen.run(unseen.parse_spec(raw))
@@ -174,6 +176,8 @@ def main() -> None:
     parser.add_argument("--lr-schedule", default="constant", choices=["constant", "cosine"], help="(b) learning rate")
     parser.add_argument("--lr", type=float, default=None, help="(b) peak learning rate (default: the recipe's)")
     parser.add_argument("--batch", type=int, default=None, help="(b) expected batch size (default: the recipe's)")
+    parser.add_argument("--model", default=None, choices=list(MODELS),
+                        help="(b) model (default: the recipe's; results stored under a key naming it)")
     parser.add_argument("--features", default="pixels", choices=sorted(RECIPES),
                         help="(b, c) train on pixels (dp_cnn) or on scattering features (scatter_cnn)")
     parser.add_argument("--seed", type=int, default=0,
@@ -194,9 +198,10 @@ def main() -> None:
     if "b" in args.part:
         print(f"(b) accuracy vs epsilon, delta 1e-5, {args.epochs} epochs")
         key = "accuracy" if args.features == "pixels" else f"accuracy_{args.features}"
+        key += f"_{args.model}" if args.model else ""
         key += f"_seed{args.seed}" if args.seed else ""
         rows = accuracy([float(e) for e in args.eps.split(",")], args.epochs, args.lr_schedule, args.lr,
-                        args.batch, args.features, args.seed)
+                        args.batch, args.features, args.seed, args.model)
         # Runs for other epsilons (perhaps with other epochs) stay: each row carries its recipe.
         kept = [r for r in report.get(key, []) if r["epsilon_target"] not in {r2["epsilon_target"] for r2 in rows}]
         report[key] = sorted(kept + rows, key=lambda r: r["epsilon_target"])

@@ -112,7 +112,7 @@ class DataSpec(_Section):
 
 
 class ModelSpec(_Section):
-    name: Literal["logreg", "mlp", "lenet", "cnn", "dp_cnn", "he_cnn", "scatter_cnn", "scatter_small"] = "logreg"
+    name: Literal["logreg", "mlp", "lenet", "cnn", "dp_cnn", "he_cnn", "scatter_cnn", "scatter_small", "scatter_linear"] = "logreg"
     hidden: list[int] = Field(default_factory=lambda: [200, 200], description="MLP hidden layer widths")
 
     @field_validator("hidden")

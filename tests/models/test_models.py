@@ -17,6 +17,13 @@ def test_image_models_output_logits(name):
     assert model(torch.randn(4, *shape)).shape == (4, 10)
 
 
+def test_scatter_linear_is_one_linear_layer_from_zero_weights():
+    model = build_model("scatter_linear", (81, 7, 7), 10)
+    assert [type(m).__name__ for m in model] == ["GroupNorm", "Flatten", "Linear"]
+    assert get_flat(model).numel() == 81 * 7 * 7 * 10 + 10 and not get_flat(model).any()
+    assert not any(p.requires_grad for p in model[0].parameters())  # normalization learns nothing
+
+
 @pytest.mark.parametrize("name", ["logreg", "mlp"])
 def test_tabular_models(name):
     assert build_model(name, (30,), 2)(torch.randn(3, 30)).shape == (3, 2)
