@@ -266,7 +266,7 @@ def _to_masked_stage(p: SecAggParams, x: dict[int, np.ndarray]):
     return server, states, {c: secagg.client_masked_input(states[c], routed[c], x[c]) for c in routed}
 
 
-def test_the_server_sums_masked_inputs_as_they_arrive_and_refuses_a_second_one() -> None:
+def test_the_server_sums_masked_inputs_as_they_arrive_and_refuses_repeats_and_late_ones() -> None:
     p = _params(6, dim=64)
     x = _inputs(6, 64, seed=9)
     server, states, masked = _to_masked_stage(p, x)
@@ -278,6 +278,8 @@ def test_the_server_sums_masked_inputs_as_they_arrive_and_refuses_a_second_one()
         secagg.server_receive_masked(server, c, masked[c])
     assert server.masked_sum.shape == (64,) and server.masked_from == set(range(6))
     listing = secagg.server_close_masked(server)
+    with pytest.raises(SecAggAbort, match="after the stage was closed"):
+        secagg.server_receive_masked(server, 2, masked[2])
     total, survivors = secagg.server_unmask(server, {c: secagg.client_unmask(states[c], listing[c]) for c in listing})
     assert survivors == list(range(6))
     assert np.array_equal(total.astype(np.uint64), _plain_sum(x, survivors, 32))

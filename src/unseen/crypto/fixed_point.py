@@ -103,6 +103,7 @@ _SCRATCH = threading.local()
 
 
 def _scratch(n: int) -> np.ndarray:
+    # One float64 work vector per thread, kept: a fresh multi-megabyte array per client costs page faults.
     buf = getattr(_SCRATCH, "buf", None)
     if buf is None or buf.size != n:
         buf = _SCRATCH.buf = np.empty(n)
@@ -165,5 +166,5 @@ def decode_sum(total: np.ndarray, plan: FixedPoint) -> np.ndarray:
     return from_modular(total, plan.bits).astype(np.float64) / plan.scale
 
 
-__all__ = ["EncodingError", "FixedPoint", "clip_l2", "decode_sum", "encode", "encode_update", "from_modular", "plan_fixed_point",
-           "to_modular"]
+__all__ = ["EncodingError", "FixedPoint", "clip_l2", "decode_sum", "encode", "encode_update", "from_modular",
+           "plan_fixed_point", "to_modular"]

@@ -467,6 +467,7 @@ class ServerState:
     shared: set[int] = field(default_factory=set)
     masked_from: set[int] = field(default_factory=set)
     masked_sum: np.ndarray | None = None
+    masked_closed: bool = False
 
 
 def _require_neighbours(s: ServerState, live: set[int], clients: set[int], stage: str) -> None:
@@ -532,6 +533,8 @@ def server_receive_masked(s: ServerState, client: int, msg: bytes) -> None:
     """
     p = s.params
     width = np.dtype(p.dtype).itemsize
+    if s.masked_closed:  # a runtime stops reading the stage once it closes it; getting here is its bug
+        raise SecAggAbort(f"client {client}'s masked input reached the server after the stage was closed")
     head, blob = unpack(msg, "masked", f"client {client}")
     if client not in s.shared or head.get("client") != client:
         raise SecAggAbort(f"client {client} sent a masked input without sharing its keys, or under another id")
@@ -551,6 +554,7 @@ def server_receive_masked(s: ServerState, client: int, msg: bytes) -> None:
 
 def server_close_masked(s: ServerState) -> dict[int, bytes]:
     """Stage 3 -> 4: once the inputs are in, check there are enough; tell the survivors who survived."""
+    s.masked_closed = True
     survivors = s.masked_from
     _require_min_survivors(s.params, len(survivors), "the server")
     _require_neighbours(s, survivors, s.shared, "masked input")
