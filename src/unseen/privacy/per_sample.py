@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import time
+import weakref
 from collections.abc import Callable
 
 import torch
@@ -51,6 +52,25 @@ def _trainable(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if any(p.requires_grad for p in m.parameters(recurse=False))]
 
 
+# Per-layer work buffers on the CPU, kept from one step to the next: a convolution's unfolded input
+# and its per-sample gradients run to hundreds of MB, and fresh arrays of that size cost page faults
+# that took longer than the arithmetic here (1.66M-parameter CNN, batch 256: 105 -> 47 ms for its
+# second convolution). One set per layer, because a step keeps every layer's pieces until the end.
+_WORK: weakref.WeakKeyDictionary[nn.Module, dict[str, torch.Tensor]] = weakref.WeakKeyDictionary()
+
+
+def _work(module: nn.Module, name: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+    """An uninitialized tensor of ``shape`` (``like``'s dtype and device), reused across steps on the CPU."""
+    if like.device.type != "cpu":  # accelerators' caching allocators already reuse memory
+        return torch.empty(shape, dtype=like.dtype, device=like.device)
+    store = _WORK.setdefault(module, {})
+    n = math.prod(shape)
+    buf = store.get(name)
+    if buf is None or buf.numel() < n or buf.dtype != like.dtype:
+        buf = store[name] = torch.empty(n + n // 8, dtype=like.dtype)  # slack for larger Poisson batches
+    return buf[:n].view(shape)
+
+
 def _input_columns(module: nn.Module, a: torch.Tensor) -> torch.Tensor:
     """A layer's input as (B, K, T): K the weight's fan-in, T the positions (or tokens) it is applied at."""
     if not isinstance(module, nn.Conv2d):
@@ -63,7 +83,9 @@ def _input_columns(module: nn.Module, a: torch.Tensor) -> torch.Tensor:
     if dh > 1 or dw > 1:
         patches = patches[..., ::dh, ::dw]
     batch, channels, ho, wo = patches.shape[:4]
-    return patches.permute(0, 1, 4, 5, 2, 3).reshape(batch, channels * kh * kw, ho * wo)
+    columns = _work(module, "columns", (batch, channels, kh, kw, ho, wo), a)
+    columns.copy_(patches.permute(0, 1, 4, 5, 2, 3))
+    return columns.view(batch, channels * kh * kw, ho * wo)
 
 
 def _output_columns(module: nn.Module, g: torch.Tensor) -> torch.Tensor:
@@ -79,8 +101,14 @@ def _output_columns(module: nn.Module, g: torch.Tensor) -> torch.Tensor:
 _CONV_CHOICE: dict[tuple, str] = {}
 
 
+def _per_sample_bmm(module: nn.Module, go: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
+    """(B, O, T) x (B, K, T) -> (B, O, K), into the layer's reused buffer."""
+    out = _work(module, "per_sample", (go.shape[0], go.shape[1], columns.shape[1]), go)
+    return torch.bmm(go, columns.transpose(1, 2), out=out)
+
+
 def _conv_unfold(module: nn.Conv2d, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    return torch.bmm(g.flatten(2), _input_columns(module, a).transpose(1, 2))
+    return _per_sample_bmm(module, g.flatten(2), _input_columns(module, a))
 
 
 def _conv_grouped(module: nn.Conv2d, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
@@ -173,7 +201,7 @@ def clipped_grad_sum(
                 if isinstance(module, nn.Conv2d):
                     per_sample = _conv_per_sample(module, a, g)  # (B, O, K)
                 else:
-                    per_sample = torch.bmm(go, _input_columns(module, a).transpose(1, 2))
+                    per_sample = _per_sample_bmm(module, go, _input_columns(module, a))
                 sq_norms += torch.linalg.vector_norm(per_sample, dim=(1, 2)).square()
                 pieces.append((module, "materialized", per_sample, go))
             else:
