@@ -9,7 +9,6 @@ the modulus; when no scale can give the asked precision it raises before the rou
 from __future__ import annotations
 
 import math
-import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -99,17 +98,6 @@ def encode(x: np.ndarray, plan: FixedPoint) -> np.ndarray:
     return to_modular(scaled.astype(np.int64), plan.bits)
 
 
-_SCRATCH = threading.local()
-
-
-def _scratch(n: int) -> np.ndarray:
-    # One float64 work vector per thread, kept: a fresh multi-megabyte array per client costs page faults.
-    buf = getattr(_SCRATCH, "buf", None)
-    if buf is None or buf.size != n:
-        buf = _SCRATCH.buf = np.empty(n)
-    return buf
-
-
 def encode_update(x: np.ndarray, clip: float, plan: FixedPoint, weight: float | None = None) -> np.ndarray:
     """``x`` clipped to L2 norm ``clip`` and times ``weight`` (in [0, 1], if given), encoded; the encoded
     weight appended as the last word.
@@ -133,8 +121,7 @@ def encode_update(x: np.ndarray, clip: float, plan: FixedPoint, weight: float | 
         top = float(np.abs(x).max())  # finite values whose squares overflow: take the norm of x / top
         norm = top * math.sqrt(float(np.dot(x / top, x / top)))
     factor = (clip / norm if norm > clip else 1.0) * w * plan.scale
-    scaled = _scratch(x.size)
-    np.multiply(x, factor, out=scaled)
+    scaled = np.multiply(x, factor)
     np.rint(scaled, out=scaled)
     ints = np.empty(x.size + (weight is not None), dtype=np.int32 if plan.bits <= 32 else np.int64)
     np.copyto(ints[:x.size], scaled, casting="unsafe")  # exact: whole numbers within the planned range

@@ -227,7 +227,6 @@ def secure_round(
         if config.noise_multiplier is not None:
             dd, plan = distributed_plan(config, n, dim)
             params = dataclasses.replace(params, min_survivors=dd.min_survivors)
-
             start = time.perf_counter()
             encoded = {index[c]: client_encode(vector(c), dd, plan, _noise_rng(noise_seed, round_index, c))
                        for c in order}
