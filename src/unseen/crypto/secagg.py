@@ -14,8 +14,8 @@ A round is five named stages over explicit state, each a pure function from byte
 3. ``server_route_shares`` / ``client_masked_input``: the input plus the self mask plus the
    pairwise masks (AES-128-CTR keystreams from X25519 + HKDF seeds, which cancel in the sum).
 4. ``server_receive_masked`` (each input as it arrives, into a running sum), ``server_close_masked``
-   (or both at once: ``server_collect_masked``) / ``client_unmask``: for each neighbour, the share
-   of its self-mask seed if it sent a masked input, else the share of its mask key; never both.
+   / ``client_unmask``: for each neighbour, the share of its self-mask seed if it sent a masked
+   input, else the share of its mask key; never both.
 5. ``server_unmask``: rebuilds the seeds and dropped clients' keys, removes every mask, returns the sum.
 
 Anything that cannot work aborts the round with :class:`SecAggAbort` and a reason: parameters that
@@ -562,13 +562,6 @@ def server_close_masked(s: ServerState) -> dict[int, bytes]:
     return {c: listing for c in sorted(survivors)}
 
 
-def server_collect_masked(s: ServerState, msgs: dict[int, bytes]) -> dict[int, bytes]:
-    """Stage 3 -> 4 for a batch of messages: :func:`server_receive_masked` each, then :func:`server_close_masked`."""
-    for c, m in msgs.items():
-        server_receive_masked(s, c, m)
-    return server_close_masked(s)
-
-
 def server_unmask(s: ServerState, msgs: dict[int, bytes]) -> tuple[np.ndarray, list[int]]:
     """Stage 4 -> sum: rebuild seeds and dropped keys from shares, remove every mask, return the sum."""
     p = s.params
@@ -621,7 +614,6 @@ def server_unmask(s: ServerState, msgs: dict[int, bytes]) -> tuple[np.ndarray, l
 __all__ = [
     "PRIME", "STAGES", "ClientState", "SecAggAbort", "SecAggParams", "ServerState", "apply_masks", "check_params",
     "client_advertise", "client_masked_input", "client_share_keys", "client_unmask", "default_neighbours",
-    "default_threshold", "neighbour_graph", "pack", "prg", "server_close_masked", "server_collect_masked",
-    "server_receive_masked", "server_route_keys", "server_route_shares", "server_unmask", "shamir_combine",
-    "shamir_split", "unpack",
+    "default_threshold", "neighbour_graph", "pack", "prg", "server_close_masked", "server_receive_masked",
+    "server_route_keys", "server_route_shares", "server_unmask", "shamir_combine", "shamir_split", "unpack",
 ]
