@@ -12,6 +12,8 @@
 Writes benchmarks/results/dp_sgd.json. Usage:
   .venv/bin/python benchmarks/dp_sgd.py --part a
   .venv/bin/python benchmarks/dp_sgd.py --part b --eps 1,3 --epochs 10
+  .venv/bin/python benchmarks/dp_sgd.py --part b --features scattering --model scatter_linear --eps 3 --epochs 60 \
+      --batch 4096 --lr 8 --lr-schedule cosine --augmult 5
   .venv/bin/python benchmarks/dp_sgd.py --part c --rounds 30
 """
 
@@ -118,7 +120,8 @@ def throughput(model_name: str, n: int, batch: int, steps: int, repeats: int = 3
 
 
 def accuracy(eps_list: list[float], epochs: int, schedule: str = "constant", lr: float | None = None,
-             batch: int | None = None, features: str = "pixels", seed: int = 0, model: str | None = None) -> list[dict]:
+             batch: int | None = None, features: str = "pixels", seed: int = 0, model: str | None = None,
+             augmult: int = 1) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for eps in eps_list:
@@ -134,6 +137,8 @@ def accuracy(eps_list: list[float], epochs: int, schedule: str = "constant", lr:
             if model is not None:
                 raw["model"]["name"] = model
             raw["privacy"]["epsilon"] = eps
+            if augmult > 1:
+                raw["privacy"]["augmentation_multiplicity"] = augmult
             start = time.perf_counter()
             result = unseen.run(unseen.parse_spec(raw))
             (g,) = result.results["privacy"]["guarantees"]
@@ -180,6 +185,9 @@ def main() -> None:
                         help="(b) model (default: the recipe's; results stored under a key naming it)")
     parser.add_argument("--features", default="pixels", choices=sorted(RECIPES),
                         help="(b, c) train on pixels (dp_cnn) or on scattering features (scatter_cnn)")
+    parser.add_argument("--augmult", type=int, default=1,
+                        help="(b) augmentation multiplicity: each record's gradient averaged over this many shifted "
+                             "views before clipping (results stored under a key naming it)")
     parser.add_argument("--seed", type=int, default=0,
                         help="(b) initialization, Poisson batches and noise; rows of seeds other than 0 are stored apart")
     parser.add_argument("--local-epochs", type=int, default=1, help="(c) client epochs per round")
@@ -199,9 +207,10 @@ def main() -> None:
         print(f"(b) accuracy vs epsilon, delta 1e-5, {args.epochs} epochs")
         key = "accuracy" if args.features == "pixels" else f"accuracy_{args.features}"
         key += f"_{args.model}" if args.model else ""
+        key += f"_augmult{args.augmult}" if args.augmult > 1 else ""
         key += f"_seed{args.seed}" if args.seed else ""
         rows = accuracy([float(e) for e in args.eps.split(",")], args.epochs, args.lr_schedule, args.lr,
-                        args.batch, args.features, args.seed, args.model)
+                        args.batch, args.features, args.seed, args.model, args.augmult)
         # Runs for other epsilons (perhaps with other epochs) stay: each row carries its recipe.
         kept = [r for r in report.get(key, []) if r["epsilon_target"] not in {r2["epsilon_target"] for r2 in rows}]
         report[key] = sorted(kept + rows, key=lambda r: r["epsilon_target"])

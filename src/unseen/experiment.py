@@ -183,6 +183,9 @@ class PrivacySpec(_Section):
     noise_multiplier: float | None = Field(None, gt=0)
     clip: float = Field(1.0, gt=0, description="per-record gradient clip (dp_sgd) or per-client update clip (dp_fedavg)")
     adaptive_clip: bool = Field(False, description="dp_fedavg: track a quantile of update norms (Andrew et al. 2021)")
+    augmentation_multiplicity: int = Field(
+        1, ge=1, le=9, description="dp_sgd, central, images: each record's gradient is the mean over this many fixed "
+        "views (the image and its one-pixel shifts), clipped once (De et al. 2022); the guarantee is unchanged")
     target_quantile: float = Field(0.5, gt=0, lt=1)
     clip_lr: float = Field(0.2, gt=0)
     accountant: Literal["pld", "rdp"] = "pld"
@@ -324,6 +327,16 @@ class ExperimentSpec(_Section):
                                            or priv.secure_aggregation not in ("secagg", "secagg+")):
             raise ValueError("privacy.noise_at = 'clients' (distributed DP) needs privacy.mechanism = 'dp_fedavg' and "
                              "privacy.secure_aggregation = 'secagg' or 'secagg+' (the sum must hide each share of noise)")
+        if priv.augmentation_multiplicity > 1:
+            if priv.mechanism != "dp_sgd" or self.mode != "central":
+                raise ValueError("privacy.augmentation_multiplicity applies to central DP-SGD: set mode = 'central' and "
+                                 "privacy.mechanism = 'dp_sgd', or leave it at 1")
+            if self.runtime.grad_sample_mode not in ("auto", "bk"):
+                raise ValueError("privacy.augmentation_multiplicity needs runtime.grad_sample_mode = 'auto' or 'bk' "
+                                 f"(unseen's one-pass clipping), not {self.runtime.grad_sample_mode!r}")
+            if self.audit.canaries or self.audit.attacks:
+                raise ValueError("privacy.augmentation_multiplicity with [audit] canaries or attacks is not supported "
+                                 "yet: audit a run with multiplicity 1")
         if priv.adaptive_clip and priv.mechanism != "dp_fedavg":
             raise ValueError("privacy.adaptive_clip applies to privacy.mechanism = 'dp_fedavg' only")
         if fed.server_momentum and fed.algorithm not in ("fedavg", "fedprox"):
@@ -495,6 +508,18 @@ def load_dataset(spec: ExperimentSpec) -> Dataset:
     return dataset
 
 
+def _training_views(spec: ExperimentSpec, dataset: Dataset) -> np.ndarray:
+    """(n, k, *input_shape): each training image and its one-pixel shifts, as the model sees them."""
+    from unseen.data.views import shifted_views
+
+    d = spec.data
+    images = load(d.name, path=d.path, target=d.target, silo_column=d.silo_column, test_fraction=d.test_fraction,
+                  seed=spec.seed).train.x
+    if images.ndim != 4:
+        raise SpecError(f"privacy.augmentation_multiplicity shifts images; {d.name} has tabular features. Leave it at 1.")
+    return shifted_views(images, spec.privacy.augmentation_multiplicity, d.features)
+
+
 def _num_clients(spec: ExperimentSpec, dataset: Dataset) -> int:
     if spec.mode == "central":
         return 1
@@ -635,7 +660,8 @@ def _configure_privacy(spec: ExperimentSpec, plan: SimulationPlan, parts: list[n
         _check_delta(delta, n_min, "record")
         steps = plan.rounds * plan.local.epochs * steps_per_epoch(q_max)
         noise = priv.noise_multiplier or calibrate_noise(target, delta, q_max, steps, priv.accountant)  # type: ignore[arg-type]
-        plan.dp_sgd = DPSGD(noise, priv.clip, q_max, priv.secure_rng, spec.runtime.grad_sample_mode)
+        plan.dp_sgd = DPSGD(noise, priv.clip, q_max, priv.secure_rng, spec.runtime.grad_sample_mode,
+                            copies=priv.augmentation_multiplicity)
         plan.client_dp_rates = rates
     else:
         n = len(parts)
@@ -684,6 +710,8 @@ def build_plan(spec: ExperimentSpec, dataset: Dataset, device: torch.device) -> 
         homes = np.random.default_rng([spec.seed, 0xCA8]).integers(0, len(parts), size=len(idx))
         canaries = (x[torch.from_numpy(idx).to(device)], wrong, included, homes)
     clients = [(x[torch.from_numpy(idx).to(device)], y[torch.from_numpy(idx).to(device)]) for idx in parts]
+    if spec.privacy.augmentation_multiplicity > 1:  # central: one client holding every record, in order
+        clients = [(torch.from_numpy(_training_views(spec, dataset)).to(device), clients[0][1])]
     if canaries is not None:
         cx, wrong, included, homes = canaries
         for c in range(len(clients)):
@@ -932,6 +960,8 @@ def _per_client(plan: SimulationPlan, params: torch.Tensor, dataset: Dataset, pa
     test_groups = dataset.test.groups
     for i, (x, y) in enumerate(plan.clients):
         entry: dict[str, Any] = {"client": i, "samples": len(y)}
+        if plan.dp_sgd is not None and plan.dp_sgd.copies > 1:
+            x = x[:, 0]  # each record's views start with the record itself
         entry["local_loss"], entry["local_accuracy"] = evaluate(plan.model, params, x, y, plan.eval_batch_size)
         silo_ids = np.unique(dataset.train.groups[parts[i]]) if dataset.train.groups is not None else []
         if test_groups is not None and len(silo_ids) == 1:

@@ -59,6 +59,25 @@ def test_central_dp_sgd(tmp_path):
     assert result.accuracy > 0.6
 
 
+def test_central_dp_sgd_with_augmentation_multiplicity_keeps_the_guarantee(tmp_path):
+    def central(k: int, out: str):
+        spec = parse_spec({"mode": "central", "data": {"name": "mnist"}, "model": {"name": "logreg"},
+                           "train": {"epochs": 1, "batch_size": 1024, "lr": 2.0},
+                           "privacy": {"mechanism": "dp_sgd", "epsilon": 2.0, "augmentation_multiplicity": k}})
+        return run(spec, output_dir=tmp_path / out)
+
+    one, three = central(1, "one"), central(3, "three")
+    (g1,), (g3,) = one.results["privacy"]["guarantees"], three.results["privacy"]["guarantees"]
+    for key in ("epsilon", "noise_multiplier", "steps", "sampling_rate", "clipping_bound", "unit"):
+        assert g1[key] == g3[key], key  # the views change the gradients, not the accounting
+    assert three.results["status"] == "completed" and three.accuracy > 0.7
+    assert one.results["rounds"][-1]["train_loss"] != three.results["rounds"][-1]["train_loss"]
+    with pytest.raises(unseen.SpecError, match="digits has tabular features"):
+        run(parse_spec({"mode": "central", "data": {"name": "digits"},
+                        "privacy": {"mechanism": "dp_sgd", "epsilon": 2.0, "augmentation_multiplicity": 2}}),
+            output_dir=tmp_path / "digits")
+
+
 def test_budget_halts_cleanly_with_the_model_so_far(tmp_path):
     # Noise fixed, epsilon a budget: the run stops before the round that would overspend it.
     spec = parse_spec(_spec({"mechanism": "dp_fedavg", "noise_multiplier": 3.0, "epsilon": 3.0}, rounds=50))
@@ -90,6 +109,8 @@ BAD = [
     ({"mechanism": "dp_fedavg", "epsilon": 1e-4}, "unreachable"),
     ({"mechanism": "dp_fedavg", "epsilon": float("inf")}, "mechanism = 'none'"),
     ({"mechanism": "dp_sgd", "epsilon": 1.0, "adaptive_clip": True}, "adaptive_clip"),
+    ({"mechanism": "dp_sgd", "epsilon": 1.0, "augmentation_multiplicity": 4}, "set mode = 'central'"),
+    ({"mechanism": "dp_sgd", "epsilon": 1.0, "augmentation_multiplicity": 10}, "augmentation_multiplicity"),
 ]
 
 
@@ -106,3 +127,12 @@ def test_dp_fedavg_refuses_robust_aggregation_and_central_mode():
         parse_spec(_spec({"mechanism": "dp_fedavg", "epsilon": 1.0}, aggregation="median"))
     with pytest.raises(unseen.SpecError, match="mode = 'federated'"):
         parse_spec({"mode": "central", "privacy": {"mechanism": "dp_fedavg", "epsilon": 1.0}})
+
+
+def test_augmentation_multiplicity_refuses_opacus_paths_and_audits():
+    base = {"mode": "central", "data": {"name": "digits"},
+            "privacy": {"mechanism": "dp_sgd", "epsilon": 1.0, "augmentation_multiplicity": 3}}
+    with pytest.raises(unseen.SpecError, match="grad_sample_mode = 'auto' or 'bk'"):
+        parse_spec({**base, "runtime": {"grad_sample_mode": "ghost"}})
+    with pytest.raises(unseen.SpecError, match="audit a run with multiplicity 1"):
+        parse_spec({**base, "audit": {"canaries": 10}})

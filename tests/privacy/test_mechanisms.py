@@ -140,6 +140,75 @@ def test_per_sample_norms_and_clipped_sums_match_torch_func():
     assert all(p.grad is None for p in model.parameters())  # parameter gradients were never formed
 
 
+def test_augmentation_multiplicity_clips_each_records_mean_gradient_once():
+    from torch.func import functional_call, grad, vmap
+
+    from unseen.privacy.per_sample import clipped_grad_sum
+
+    # Same layer mix as above: every branch (dense, sequence, materialized and ghost convolutions).
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(2, 3, 3, stride=2, padding=2, dilation=2)
+            self.wide = nn.Conv2d(3, 64, 4, bias=False)
+            self.seq = nn.Linear(4, 5)
+            self.out = nn.Linear(64 * 5, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            z = torch.tanh(self.wide(torch.tanh(self.conv(x))))
+            z = torch.tanh(self.seq(z.flatten(2)[..., :4]))
+            return self.out(z.flatten(1))
+
+    torch.manual_seed(1)
+    model = Net()
+    weights = {k: v.detach() for k, v in model.named_parameters()}
+
+    def loss(p, xi, yi):
+        return nn.functional.cross_entropy(functional_call(model, p, (xi[None],)), yi[None])
+
+    for batch, k in [(5, 3), (3, 4), (4, 1)]:
+        views = torch.randn(batch, k, 2, 11, 11)
+        y = torch.randint(0, 3, (batch,))
+        flat_x, flat_y = views.flatten(0, 1), y.repeat_interleave(k)
+        per_view = vmap(grad(loss), in_dims=(None, 0, 0))(weights, flat_x, flat_y)
+        per_record = {n: g.view(batch, k, *g.shape[1:]).mean(1) for n, g in per_view.items()}
+        norms = torch.sqrt(sum(v.flatten(1).square().sum(1) for v in per_record.values()))
+        clip = (0.05 / (norms + 1e-6)).clamp(max=1)
+        assert (clip < 1).all()  # the bound binds: a wrong grouping would show
+        sums, got_norms, losses = clipped_grad_sum(model, flat_x, flat_y, 0.05, copies=k)
+        assert got_norms.shape == (batch,) and losses.shape == (batch * k,)
+        assert torch.allclose(got_norms, norms, rtol=1e-5)
+        for name, p in model.named_parameters():
+            want = torch.einsum("b,b...->...", clip, per_record[name])
+            assert torch.allclose(sums[p], want, rtol=1e-4, atol=1e-7), name
+    with pytest.raises(ValueError, match="divide the batch"):
+        clipped_grad_sum(model, torch.randn(5, 2, 11, 11), torch.zeros(5, dtype=torch.long), 0.05, copies=2)
+
+
+def test_dp_sgd_over_identical_views_equals_dp_sgd_over_the_records():
+    # k identical views average to the record's own gradient: same Poisson masks, same noise, same update.
+    from unseen.errors import ModelError
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.Tanh(), nn.Flatten(), nn.Linear(3 * 6 * 6, 4))
+    x, y = torch.randn(40, 1, 8, 8), torch.randint(0, 4, (40,))
+    params = get_flat(model).detach().clone()
+    local = LocalTraining(epochs=2, lr=0.3, momentum=0.5)
+    plain = dp_sgd_update(model, params, x, y, local, DPSGD(1.1, 0.05, 0.25), torch.Generator().manual_seed(3))
+    views = x[:, None].expand(-1, 3, -1, -1, -1).contiguous()
+    tripled = dp_sgd_update(model, params, views, y, local, DPSGD(1.1, 0.05, 0.25, copies=3),
+                            torch.Generator().manual_seed(3))
+    assert tripled.steps == plain.steps and tripled.num_samples == 40
+    assert torch.allclose(tripled.delta, plain.delta, rtol=1e-4, atol=1e-6)
+    shifted = torch.cat([x[:, None], x.roll(1, dims=-1)[:, None]], 1)
+    other = dp_sgd_update(model, params, shifted, y, local, DPSGD(1.1, 0.05, 0.25, copies=2),
+                          torch.Generator().manual_seed(3))
+    assert not torch.allclose(other.delta, plain.delta, atol=1e-4)
+    with pytest.raises(ModelError, match="one-pass clipping"):
+        dp_sgd_update(model, params, views, y, local, DPSGD(1.1, 0.05, 0.25, grad_sample_mode="ghost", copies=3),
+                      torch.Generator().manual_seed(3))
+
+
 @pytest.mark.parametrize("conv", [nn.Conv2d(1, 4, 8, stride=2, padding=3), nn.Conv2d(3, 5, 3, padding=2, dilation=2),
                                   nn.Conv2d(6, 2, (3, 2), stride=(2, 1), padding=(1, 0))])
 def test_both_per_sample_convolution_kernels_agree(conv):

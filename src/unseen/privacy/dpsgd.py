@@ -61,6 +61,9 @@ class DPSGD:
     # (Linear/Conv2d models); "ghost": Opacus ghost clipping (two backward passes); "hooks",
     # "functorch", "ew": Opacus materializing per-sample gradients. "auto": "bk" where it applies.
     grad_sample_mode: str = "auto"
+    # Augmentation multiplicity (De et al. 2022): x holds k views per record, (n, k, ...); each record's
+    # gradient is the mean over its views, clipped once, so the sensitivity (and the guarantee) is unchanged.
+    copies: int = 1
 
 
 def steps_per_epoch(sampling_rate: float) -> int:
@@ -137,6 +140,10 @@ def dp_sgd_update(
     mode = dp.grad_sample_mode
     if mode == "auto":
         mode = "ghost" if unsupported_layers(model) else "bk"
+    if dp.copies > 1 and mode != "bk":
+        raise ModelError(f"augmentation multiplicity needs unseen's one-pass clipping (grad_sample_mode 'bk'), "
+                         f"not {mode!r}" + (f"; it cannot clip {', '.join(unsupported_layers(model))}"
+                                            if unsupported_layers(model) else ""))
     if mode == "bk":
         return _dp_sgd_one_pass(model, global_params, x, y, config, dp, generator, optimizer_state)
     ghost = mode == "ghost"
@@ -211,7 +218,10 @@ def _dp_sgd_one_pass(
     for _ in range(steps):
         idx = _poisson_batch(n, dp.sampling_rate, generator, x.device)
         if len(idx):
-            sums, _, losses = clipped_grad_sum(model, x[idx], y[idx], dp.max_grad_norm)
+            xb, yb = x[idx], y[idx]
+            if dp.copies > 1:  # (b, k, ...) views -> b*k rows, record by record
+                xb, yb = xb.flatten(0, 1), yb.repeat_interleave(dp.copies)
+            sums, _, losses = clipped_grad_sum(model, xb, yb, dp.max_grad_norm, copies=dp.copies)
             total_loss += float(losses.mean())
         else:  # an empty Poisson batch: no gradient, but the step (and its noise) still happens
             sums = {}

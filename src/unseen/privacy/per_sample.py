@@ -95,6 +95,15 @@ def _output_columns(module: nn.Module, g: torch.Tensor) -> torch.Tensor:
     return g.reshape(g.shape[0], -1, g.shape[-1]).transpose(1, 2)
 
 
+def _grouped(columns: torch.Tensor, copies: int) -> torch.Tensor:
+    """(B*copies, X, T) -> (B, X, copies*T): each record's views as extra positions."""
+    if copies == 1:
+        return columns
+    rows, width, positions = columns.shape
+    return columns.view(rows // copies, copies, width, positions).transpose(1, 2).reshape(
+        rows // copies, width, copies * positions)
+
+
 # Per-sample convolution weight gradients have two CPU/GPU kernels whose speed depends on the shapes
 # (measured 3x apart either way on MNIST CNNs): unfold + batched matmul, or one grouped convolution
 # with the batch as groups. Like cudnn.benchmark, time both once per layer shape and keep the faster.
@@ -151,12 +160,17 @@ def clipped_grad_sum(
     y: torch.Tensor,
     max_norm: float,
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    copies: int = 1,
 ) -> tuple[dict[nn.Parameter, torch.Tensor], torch.Tensor, torch.Tensor]:
     """``sum_i min(1, C / |g_i|) g_i`` for every trainable parameter, the per-sample gradient norms
     (before clipping) and the per-sample losses.
 
     ``loss_fn(logits, y)`` must return one loss per sample (default: cross-entropy). Samples must be
     independent: no layer may mix the batch (BatchNorm), as for any per-sample clipping.
+
+    ``copies = k > 1`` (augmentation multiplicity, De et al. 2022): rows ``i*k`` to ``i*k + k - 1`` of
+    ``x`` are k views of record i, and ``g_i`` is the mean of their gradients, clipped once: the record's
+    contribution stays bounded by C. Norms come back per record, losses per view.
     """
     bad = unsupported_layers(model)
     if bad:
@@ -178,15 +192,20 @@ def clipped_grad_sum(
         raise ModelError("a layer ran twice in one forward pass (shared weights): per-sample clipping here "
                          "assumes each layer runs once; use runtime.grad_sample_mode = 'ghost'")
     losses = (loss_fn or (lambda z, t: F.cross_entropy(z, t, reduction="none")))(logits, y)
+    if copies < 1 or x.shape[0] % copies:
+        raise ValueError(f"copies = {copies} must be >= 1 and divide the batch ({x.shape[0]} rows)")
     # Only the layers' output gradients: autograd skips every parameter-gradient kernel.
-    out_grads = torch.autograd.grad(losses.sum(), [out for _, _, out in records])
+    out_grads = torch.autograd.grad(losses.sum() / copies, [out for _, _, out in records])
 
-    batch = x.shape[0]
+    batch = x.shape[0] // copies
     sq_norms = torch.zeros(batch, dtype=losses.dtype, device=x.device)
     pieces = []  # per layer: what the clipped sum needs once the clip factors are known
     for (module, a, _), g in zip(records, out_grads, strict=True):
         g = g.detach()
         weight, bias = module.weight, module.bias
+        if copies > 1 and isinstance(module, nn.Linear):
+            # A record's views act like positions of one sequence: (B*k, [T,] F) -> (B, k*T, F).
+            a, g = a.reshape(batch, -1, a.shape[-1]), g.reshape(batch, -1, g.shape[-1])
         if isinstance(module, nn.Linear) and a.dim() == 2:
             if weight.requires_grad:
                 sq_norms += a.square().sum(1) * g.square().sum(1)
@@ -194,18 +213,21 @@ def clipped_grad_sum(
                 sq_norms += g.square().sum(1)
             pieces.append((module, "dense", a, g))
             continue
-        go = _output_columns(module, g)  # (B, O, T)
+        views = copies if isinstance(module, nn.Conv2d) else 1  # Linear inputs were regrouped above
+        go = _grouped(_output_columns(module, g), views)  # (B, O, T): a record's views side by side
         o, t, k = go.shape[1], go.shape[2], weight[0].numel()
         if weight.requires_grad:
             if o * k <= t * (o + k):  # materializing is cheaper than the T x T Gram matrices
                 if isinstance(module, nn.Conv2d):
-                    per_sample = _conv_per_sample(module, a, g)  # (B, O, K)
+                    per_sample = _conv_per_sample(module, a, g)  # (B*copies, O, K)
+                    if views > 1:
+                        per_sample = per_sample.view(batch, views, *per_sample.shape[1:]).sum(1)
                 else:
                     per_sample = _per_sample_bmm(module, go, _input_columns(module, a))
                 sq_norms += torch.linalg.vector_norm(per_sample, dim=(1, 2)).square()
                 pieces.append((module, "materialized", per_sample, go))
             else:
-                u = _input_columns(module, a)  # (B, K, T)
+                u = _grouped(_input_columns(module, a), views)  # (B, K, T)
                 sq_norms += (torch.bmm(u.transpose(1, 2), u) * torch.bmm(go.transpose(1, 2), go)).sum((1, 2))
                 pieces.append((module, "ghost", u, go))
         else:
