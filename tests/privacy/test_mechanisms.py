@@ -98,89 +98,74 @@ def test_both_dp_sgd_paths_carry_momentum_across_calls_alike():
     assert not torch.allclose(fresh.delta, bk2.delta, atol=1e-4)
 
 
-def test_per_sample_norms_and_clipped_sums_match_torch_func():
+class _EveryBranch(nn.Module):
+    """Every branch of the one-pass clipping: dense Linear (ghost norm), Linear on a sequence, a
+    convolution with stride, padding and dilation (materialized) and one with many channels over few
+    positions (ghost)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 3, 3, stride=2, padding=2, dilation=2)
+        self.wide = nn.Conv2d(3, 64, 4, bias=False)  # 64 x 12 weights over 3 x 3 positions: ghost norm
+        self.seq = nn.Linear(4, 5)
+        self.out = nn.Linear(64 * 5, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = torch.tanh(self.wide(torch.tanh(self.conv(x))))  # (B, 3, 6, 6) -> (B, 64, 3, 3)
+        z = torch.tanh(self.seq(z.flatten(2)[..., :4]))  # (B, 64, 5): a sequence of 64 tokens
+        return self.out(z.flatten(1))
+
+
+def _clipped_by_torch_func(model: nn.Module, x: torch.Tensor, y: torch.Tensor, clip: float, copies: int = 1):
+    """The reference: per-sample gradients from ``torch.func``, averaged over each record's ``copies``
+    consecutive rows, then clipped and summed. Returns the per-record norms and the sums by name."""
     from torch.func import functional_call, grad, vmap
 
-    from unseen.privacy.per_sample import clipped_grad_sum
-
-    # Every branch: dense Linear (ghost norm), Linear on a sequence, a convolution with stride,
-    # padding and dilation (materialized) and one with many channels over few positions (ghost).
-    class Net(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.conv = nn.Conv2d(2, 3, 3, stride=2, padding=2, dilation=2)
-            self.wide = nn.Conv2d(3, 64, 4, bias=False)  # 64 x 12 weights over 3 x 3 positions: ghost norm
-            self.seq = nn.Linear(4, 5)
-            self.out = nn.Linear(64 * 5, 3)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            z = torch.tanh(self.wide(torch.tanh(self.conv(x))))  # (B, 3, 6, 6) -> (B, 64, 3, 3)
-            z = torch.tanh(self.seq(z.flatten(2)[..., :4]))  # (B, 64, 5): a sequence of 64 tokens
-            return self.out(z.flatten(1))
-
-    torch.manual_seed(0)
-    model = Net()
     weights = {k: v.detach() for k, v in model.named_parameters()}
 
     def loss(p, xi, yi):
         return nn.functional.cross_entropy(functional_call(model, p, (xi[None],)), yi[None])
 
+    per_row = vmap(grad(loss), in_dims=(None, 0, 0))(weights, x, y)
+    per_record = {n: g.view(-1, copies, *g.shape[1:]).mean(1) for n, g in per_row.items()}
+    norms = torch.sqrt(sum(v.flatten(1).square().sum(1) for v in per_record.values()))
+    factors = (clip / (norms + 1e-6)).clamp(max=1)
+    return norms, {n: torch.einsum("b,b...->...", factors, g) for n, g in per_record.items()}
+
+
+def test_per_sample_norms_and_clipped_sums_match_torch_func():
+    from unseen.privacy.per_sample import clipped_grad_sum
+
+    torch.manual_seed(0)
+    model = _EveryBranch()
     # Batches of varying size, as Poisson sampling gives: the layers' reused work buffers grow and
     # shrink under them, and every step must still be exact.
     for batch in [6, 9, 4]:
         x, y = torch.randn(batch, 2, 11, 11), torch.randint(0, 3, (batch,))
-        per_sample = vmap(grad(loss), in_dims=(None, 0, 0))(weights, x, y)
-        norms = torch.sqrt(sum(v.flatten(1).square().sum(1) for v in per_sample.values()))
-        clip = (0.05 / (norms + 1e-6)).clamp(max=1)
+        norms, want = _clipped_by_torch_func(model, x, y, 0.05)
         sums, got_norms, _ = clipped_grad_sum(model, x, y, 0.05)
         assert torch.allclose(got_norms, norms, rtol=1e-5)
         for name, p in model.named_parameters():
-            want = torch.einsum("b,b...->...", clip, per_sample[name])
-            assert torch.allclose(sums[p], want, rtol=1e-4, atol=1e-7), name
+            assert torch.allclose(sums[p], want[name], rtol=1e-4, atol=1e-7), name
     assert all(p.grad is None for p in model.parameters())  # parameter gradients were never formed
 
 
 def test_augmentation_multiplicity_clips_each_records_mean_gradient_once():
-    from torch.func import functional_call, grad, vmap
-
     from unseen.privacy.per_sample import clipped_grad_sum
 
-    # Same layer mix as above: every branch (dense, sequence, materialized and ghost convolutions).
-    class Net(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.conv = nn.Conv2d(2, 3, 3, stride=2, padding=2, dilation=2)
-            self.wide = nn.Conv2d(3, 64, 4, bias=False)
-            self.seq = nn.Linear(4, 5)
-            self.out = nn.Linear(64 * 5, 3)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            z = torch.tanh(self.wide(torch.tanh(self.conv(x))))
-            z = torch.tanh(self.seq(z.flatten(2)[..., :4]))
-            return self.out(z.flatten(1))
-
     torch.manual_seed(1)
-    model = Net()
-    weights = {k: v.detach() for k, v in model.named_parameters()}
-
-    def loss(p, xi, yi):
-        return nn.functional.cross_entropy(functional_call(model, p, (xi[None],)), yi[None])
-
+    model = _EveryBranch()
     for batch, k in [(5, 3), (3, 4), (4, 1)]:
         views = torch.randn(batch, k, 2, 11, 11)
         y = torch.randint(0, 3, (batch,))
         flat_x, flat_y = views.flatten(0, 1), y.repeat_interleave(k)
-        per_view = vmap(grad(loss), in_dims=(None, 0, 0))(weights, flat_x, flat_y)
-        per_record = {n: g.view(batch, k, *g.shape[1:]).mean(1) for n, g in per_view.items()}
-        norms = torch.sqrt(sum(v.flatten(1).square().sum(1) for v in per_record.values()))
-        clip = (0.05 / (norms + 1e-6)).clamp(max=1)
-        assert (clip < 1).all()  # the bound binds: a wrong grouping would show
+        norms, want = _clipped_by_torch_func(model, flat_x, flat_y, 0.05, copies=k)
+        assert (norms > 0.05).all()  # the bound binds: a wrong grouping would show
         sums, got_norms, losses = clipped_grad_sum(model, flat_x, flat_y, 0.05, copies=k)
         assert got_norms.shape == (batch,) and losses.shape == (batch * k,)
         assert torch.allclose(got_norms, norms, rtol=1e-5)
         for name, p in model.named_parameters():
-            want = torch.einsum("b,b...->...", clip, per_record[name])
-            assert torch.allclose(sums[p], want, rtol=1e-4, atol=1e-7), name
+            assert torch.allclose(sums[p], want[name], rtol=1e-4, atol=1e-7), name
     with pytest.raises(ValueError, match="divide the batch"):
         clipped_grad_sum(model, torch.randn(5, 2, 11, 11), torch.zeros(5, dtype=torch.long), 0.05, copies=2)
 
