@@ -513,10 +513,12 @@ def _training_views(spec: ExperimentSpec, dataset: Dataset) -> np.ndarray:
     from unseen.data.views import shifted_views
 
     d = spec.data
-    images = load(d.name, path=d.path, target=d.target, silo_column=d.silo_column, test_fraction=d.test_fraction,
-                  seed=spec.seed).train.x
-    if images.ndim != 4:
+    if len(dataset.input_shape) != 3:
         raise SpecError(f"privacy.augmentation_multiplicity shifts images; {d.name} has tabular features. Leave it at 1.")
+    images = dataset.train.x
+    if d.features == "scattering":  # the loaded dataset holds features: shift the images they came from
+        images = load(d.name, path=d.path, target=d.target, silo_column=d.silo_column, test_fraction=d.test_fraction,
+                      seed=spec.seed).train.x
     return shifted_views(images, spec.privacy.augmentation_multiplicity, d.features)
 
 
