@@ -15,6 +15,8 @@ Writes benchmarks/results/dp_sgd.json. Usage:
   .venv/bin/python benchmarks/dp_sgd.py --part b --features scattering --model scatter_linear --eps 3 --epochs 60 \
       --batch 4096 --lr 8 --lr-schedule cosine --augmult 5
   .venv/bin/python benchmarks/dp_sgd.py --part c --rounds 30
+  .venv/bin/python benchmarks/dp_sgd.py --part c --features scattering --rounds 12 --local-epochs 3 --local-batch 16 \
+      --sam-rho 0.1 --fixed-clip [--seed N]
 """
 
 from __future__ import annotations
@@ -152,13 +154,16 @@ def accuracy(eps_list: list[float], epochs: int, schedule: str = "constant", lr:
     return rows
 
 
-def federated(rounds: int, features: str = "pixels", epochs: int = 1, batch: int = 32, split: str = "shards") -> dict:
+def federated(rounds: int, features: str = "pixels", epochs: int = 1, batch: int = 32, split: str = "shards",
+              sam_rho: float = 0.0, seed: int = 0, adaptive_clip: bool = True) -> dict:
     # On scattering features the smallest model wins: DP-FedAvg's noise grows with the parameter count.
     model = "dp_cnn" if features == "pixels" else "scatter_small"
-    raw = {"name": "dp-fedavg-mnist", "data": {"name": "mnist", "partition": {"method": split}, "features": features},
-           "model": {"name": model}, "train": {"lr": 0.1, "batch_size": batch, "epochs": epochs},
+    raw = {"name": "dp-fedavg-mnist", "seed": seed,
+           "data": {"name": "mnist", "partition": {"method": split}, "features": features},
+           "model": {"name": model}, "train": {"lr": 0.1, "batch_size": batch, "epochs": epochs, "sam_rho": sam_rho},
            "federated": {"clients": 100, "fraction": 1.0, "rounds": rounds},
-           "privacy": {"mechanism": "dp_fedavg", "epsilon": 8.0, "delta": 1e-5, "clip": 1.0, "adaptive_clip": True}}
+           "privacy": {"mechanism": "dp_fedavg", "epsilon": 8.0, "delta": 1e-5, "clip": 1.0,
+                       "adaptive_clip": adaptive_clip}}
     with tempfile.TemporaryDirectory() as tmp:
         raw["output"] = {"dir": tmp}
         start = time.perf_counter()
@@ -189,9 +194,14 @@ def main() -> None:
                         help="(b) augmentation multiplicity: each record's gradient averaged over this many shifted "
                              "views before clipping (results stored under a key naming it)")
     parser.add_argument("--seed", type=int, default=0,
-                        help="(b) initialization, Poisson batches and noise; rows of seeds other than 0 are stored apart")
+                        help="(b, c) initialization, sampling and noise (c: and the partition); seeds other than 0 are stored apart")
     parser.add_argument("--local-epochs", type=int, default=1, help="(c) client epochs per round")
     parser.add_argument("--local-batch", type=int, default=32, help="(c) client batch size")
+    parser.add_argument("--sam-rho", type=float, default=0.0,
+                        help="(c) sharpness-aware minimization radius in the clients' training (0: off; results "
+                             "stored under a key naming it)")
+    parser.add_argument("--fixed-clip", action="store_true",
+                        help="(c) clip every update at 1.0 instead of tracking the median norm (adaptive clipping)")
     parser.add_argument("--partition", default="shards", choices=["shards", "iid"],
                         help="(c) shards: 2 label-sorted shards per client (McMahan et al.); iid: 600 random records each")
     args = parser.parse_args()
@@ -218,7 +228,11 @@ def main() -> None:
         print(f"(c) user-level DP-FedAvg on MNIST ({args.partition}), 100 clients, epsilon 8")
         key = "federated" if args.features == "pixels" else f"federated_{args.features}"
         key += "" if args.partition == "shards" else f"_{args.partition}"
-        report[key] = federated(args.rounds, args.features, args.local_epochs, args.local_batch, args.partition)
+        key += f"_sam{args.sam_rho:g}" if args.sam_rho else ""
+        key += "_fixedclip" if args.fixed_clip else ""
+        key += f"_seed{args.seed}" if args.seed else ""
+        report[key] = federated(args.rounds, args.features, args.local_epochs, args.local_batch, args.partition,
+                                args.sam_rho, args.seed, not args.fixed_clip)
     RESULTS.write_text(json.dumps(report, indent=2))
     print(f"wrote {RESULTS}")
 

@@ -136,6 +136,10 @@ class TrainSpec(_Section):
         "constant", description="cosine: the learning rate decays to 0 over the rounds (epochs, centrally)")
     augment: Literal["none", "shift"] = Field(
         "none", description="shift: translate each image batch by up to 2 pixels (image datasets)")
+    sam_rho: float = Field(0.0, ge=0, le=10, description=(
+        "sharpness-aware minimization (Foret et al. 2021): each step's gradient is taken at the weights moved "
+        "this far along the normalized batch gradient; 0 turns it off. Under dp_fedavg it finds flatter minima, "
+        "which the server's noise disturbs less (DP-FedSAM, Shi et al. 2023)"))
     eval_every: int = Field(1, ge=1, description="evaluate on the test set every this many rounds")
 
 
@@ -306,6 +310,10 @@ class ExperimentSpec(_Section):
         if priv.mechanism == "dp_sgd" and self.train.augment != "none":
             raise ValueError("privacy.mechanism = 'dp_sgd' with train.augment is not supported yet: set train.augment "
                              "= 'none'")
+        if priv.mechanism == "dp_sgd" and self.train.sam_rho:
+            raise ValueError("privacy.mechanism = 'dp_sgd' with train.sam_rho: SAM's ascent step uses the unclipped "
+                             "batch gradient, which DP-SGD's accounting does not cover. Set train.sam_rho = 0 (under "
+                             "dp_fedavg, SAM in local training is covered by the client's update clip)")
         if priv.mechanism == "dp_sgd" and self.train.optimizer != "sgd":
             raise ValueError(f"privacy.mechanism = 'dp_sgd' runs DP-SGD: set train.optimizer = 'sgd' (not "
                              f"{self.train.optimizer!r}); DP-Adam is not supported yet")
@@ -736,7 +744,7 @@ def build_plan(spec: ExperimentSpec, dataset: Dataset, device: torch.device) -> 
         epochs=1 if central else spec.train.epochs, batch_size=spec.train.batch_size, lr=spec.train.lr,
         momentum=spec.train.momentum, weight_decay=spec.train.weight_decay,
         prox_mu=fed.prox_mu if fed.algorithm == "fedprox" and not central else 0.0,
-        optimizer=spec.train.optimizer, augment=spec.train.augment,
+        optimizer=spec.train.optimizer, augment=spec.train.augment, sam_rho=spec.train.sam_rho,
     )
     per_round = n_clients if central else max(1, round(fed.fraction * n_clients))
     if not central and fed.aggregation in ("krum", "multi_krum") and per_round <= 2 * fed.byzantine + 2:

@@ -1,4 +1,5 @@
-"""Client update: local SGD (or AdamW) epochs from the global model, with an optional FedProx proximal term.
+"""Client update: local SGD (or AdamW) epochs from the global model, with an optional FedProx proximal term
+and optional sharpness-aware minimization.
 
 ``local_update`` is the whole client algorithm. It uses ``model`` only as a workspace (its weights
 are overwritten), draws batch order from the generator it is given and returns the weight delta.
@@ -8,8 +9,9 @@ from one epoch to the next, as a plain training loop does.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import nn
@@ -23,7 +25,8 @@ class LocalTraining:
     """How a client trains: epochs over its data, batch size, optimizer settings, FedProx ``prox_mu``.
 
     ``optimizer`` is ``sgd`` (with ``momentum``) or ``adamw``; ``augment = "shift"`` translates each
-    batch of images by up to 2 pixels (drawn from the client's generator).
+    batch of images by up to 2 pixels (drawn from the client's generator); ``sam_rho > 0`` turns on
+    sharpness-aware minimization with that radius.
     """
 
     epochs: int = 1
@@ -34,6 +37,7 @@ class LocalTraining:
     prox_mu: float = 0.0
     optimizer: str = "sgd"
     augment: str = "none"
+    sam_rho: float = 0.0
 
 
 def make_optimizer(params: Iterable[torch.Tensor], config: LocalTraining) -> torch.optim.Optimizer:
@@ -110,7 +114,9 @@ def local_update(
     """Train from ``global_params`` on ``(x, y)`` and return the update.
 
     With ``prox_mu > 0`` the loss gains (mu / 2) * ||w - w_global||^2 (FedProx, Li et al. 2020),
-    which keeps local models near the global one on heterogeneous data. Given ``optimizer_state``
+    which keeps local models near the global one on heterogeneous data. With ``sam_rho > 0`` each
+    step is SAM's (Foret et al. 2021): the optimizer steps with the gradient taken at
+    w + rho * g / ||g||, g the batch gradient at w. Given ``optimizer_state``
     (``{}`` at the start), the optimizer resumes from it and the result carries the new state.
     """
     set_flat(model, global_params)
@@ -126,18 +132,48 @@ def local_update(
         order = torch.randperm(n, generator=generator).to(x.device)
         for start in range(0, n, config.batch_size):
             idx = order[start : start + config.batch_size]
-            loss = F.cross_entropy(model(augment(x[idx], config.augment, generator)), y[idx])
-            total_loss += float(loss.detach())
-            if anchor is not None:
-                prox = sum(((p - a) ** 2).sum() for p, a in zip(model.parameters(), anchor, strict=True))
-                loss = loss + 0.5 * config.prox_mu * prox
+            xb, yb = augment(x[idx], config.augment, generator), y[idx]
+            data_loss, loss = _losses(model, xb, yb, anchor, config.prox_mu)
+            total_loss += float(data_loss.detach())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if config.sam_rho > 0:
+                _sam_gradient(params, partial(_losses, model, xb, yb, anchor, config.prox_mu), config.sam_rho)
             optimizer.step()
             steps += 1
     delta = get_flat(model) - global_params.to(x.device)
     carried = export_optimizer_state(optimizer, params) if optimizer_state is not None else None
     return ClientResult(delta.cpu(), n, total_loss / max(steps, 1), steps, carried)
+
+
+def _losses(model: nn.Module, x: torch.Tensor, y: torch.Tensor, anchor: list[torch.Tensor] | None,
+            prox_mu: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The batch's cross-entropy, and the loss to minimize (with FedProx's term when ``anchor`` is given)."""
+    loss = F.cross_entropy(model(x), y)
+    if anchor is None:
+        return loss, loss
+    prox = sum(((p - a) ** 2).sum() for p, a in zip(model.parameters(), anchor, strict=True))
+    return loss, loss + 0.5 * prox_mu * prox
+
+
+def _sam_gradient(params: list[torch.Tensor], losses: Callable[[], tuple[torch.Tensor, torch.Tensor]],
+                  rho: float) -> None:
+    """Replace the gradients in ``params`` (taken at w) by the gradient of the objective (the second of
+    ``losses()``) at w + rho * g / ||g||."""
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    norm = torch.sqrt(sum((g.double() ** 2).sum() for g in grads)).float()
+    if not torch.isfinite(norm) or norm == 0:
+        return  # nothing to ascend along: a plain step
+    ascent = [rho * g / norm for g in grads]
+    with torch.no_grad():
+        for p, e in zip(params, ascent, strict=True):
+            p.add_(e)
+    for p in params:
+        p.grad = None
+    losses()[1].backward()
+    with torch.no_grad():
+        for p, e in zip(params, ascent, strict=True):
+            p.sub_(e)
 
 
 @torch.no_grad()

@@ -50,6 +50,8 @@ def why_not_vectorized(config: LocalTraining) -> str | None:
     """Training settings the vectorized path does not reproduce (then clients train one by one)."""
     if config.optimizer != "sgd":
         return f"train.optimizer = {config.optimizer!r} (vectorized training implements SGD with momentum)"
+    if config.sam_rho:
+        return f"train.sam_rho = {config.sam_rho:g} (vectorized training takes plain SGD steps, not SAM's)"
     if config.augment != "none":
         return f"train.augment = {config.augment!r} draws per-batch randomness the vectorized path does not replay"
     return None

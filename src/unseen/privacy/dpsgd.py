@@ -134,6 +134,9 @@ def dp_sgd_update(
 
     ``optimizer_state`` carries momentum across calls as in :func:`unseen.federated.local_update`
     (the momentum buffer holds only noised, clipped gradients: carrying it is post-processing)."""
+    if config.sam_rho:
+        raise ValueError("DP-SGD with sharpness-aware minimization: SAM's ascent step uses the unclipped batch "
+                         "gradient, which the accounting does not cover. Use sam_rho = 0")
     set_flat(model, global_params)
     model.train()
     n = len(y)
