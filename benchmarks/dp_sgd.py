@@ -16,7 +16,7 @@ Writes benchmarks/results/dp_sgd.json. Usage:
       --batch 4096 --lr 8 --lr-schedule cosine --augmult 5
   .venv/bin/python benchmarks/dp_sgd.py --part c --rounds 30
   .venv/bin/python benchmarks/dp_sgd.py --part c --features scattering --rounds 12 --local-epochs 3 --local-batch 16 \
-      --sam-rho 0.1 --fixed-clip [--seed N]
+      --sam-rho 0.1 --fixed-clip --local-momentum 0.5 --local-lr 0.05 [--seed N]
 """
 
 from __future__ import annotations
@@ -155,12 +155,14 @@ def accuracy(eps_list: list[float], epochs: int, schedule: str = "constant", lr:
 
 
 def federated(rounds: int, features: str = "pixels", epochs: int = 1, batch: int = 32, split: str = "shards",
-              sam_rho: float = 0.0, seed: int = 0, adaptive_clip: bool = True) -> dict:
+              sam_rho: float = 0.0, seed: int = 0, adaptive_clip: bool = True, lr: float = 0.1,
+              momentum: float = 0.0) -> dict:
     # On scattering features the smallest model wins: DP-FedAvg's noise grows with the parameter count.
     model = "dp_cnn" if features == "pixels" else "scatter_small"
     raw = {"name": "dp-fedavg-mnist", "seed": seed,
            "data": {"name": "mnist", "partition": {"method": split}, "features": features},
-           "model": {"name": model}, "train": {"lr": 0.1, "batch_size": batch, "epochs": epochs, "sam_rho": sam_rho},
+           "model": {"name": model}, "train": {"lr": lr, "momentum": momentum, "batch_size": batch, "epochs": epochs,
+                                        "sam_rho": sam_rho},
            "federated": {"clients": 100, "fraction": 1.0, "rounds": rounds},
            "privacy": {"mechanism": "dp_fedavg", "epsilon": 8.0, "delta": 1e-5, "clip": 1.0,
                        "adaptive_clip": adaptive_clip}}
@@ -200,6 +202,9 @@ def main() -> None:
     parser.add_argument("--sam-rho", type=float, default=0.0,
                         help="(c) sharpness-aware minimization radius in the clients' training (0: off; results "
                              "stored under a key naming it)")
+    parser.add_argument("--local-lr", type=float, default=0.1, help="(c) client learning rate")
+    parser.add_argument("--local-momentum", type=float, default=0.0,
+                        help="(c) client SGD momentum (results stored under a key naming it)")
     parser.add_argument("--fixed-clip", action="store_true",
                         help="(c) clip every update at 1.0 instead of tracking the median norm (adaptive clipping)")
     parser.add_argument("--partition", default="shards", choices=["shards", "iid"],
@@ -230,9 +235,11 @@ def main() -> None:
         key += "" if args.partition == "shards" else f"_{args.partition}"
         key += f"_sam{args.sam_rho:g}" if args.sam_rho else ""
         key += "_fixedclip" if args.fixed_clip else ""
+        key += f"_momentum{args.local_momentum:g}" if args.local_momentum else ""
+        key += f"_lr{args.local_lr:g}" if args.local_lr != 0.1 else ""
         key += f"_seed{args.seed}" if args.seed else ""
         report[key] = federated(args.rounds, args.features, args.local_epochs, args.local_batch, args.partition,
-                                args.sam_rho, args.seed, not args.fixed_clip)
+                                args.sam_rho, args.seed, not args.fixed_clip, args.local_lr, args.local_momentum)
     RESULTS.write_text(json.dumps(report, indent=2))
     print(f"wrote {RESULTS}")
 
