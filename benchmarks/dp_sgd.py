@@ -236,7 +236,7 @@ def main() -> None:
         key += f"_sam{args.sam_rho:g}" if args.sam_rho else ""
         key += "_fixedclip" if args.fixed_clip else ""
         key += f"_momentum{args.local_momentum:g}" if args.local_momentum else ""
-        key += f"_lr{args.local_lr:g}" if args.local_lr != 0.1 else ""
+        key += f"_lr{args.local_lr:g}" if args.local_lr != parser.get_default("local_lr") else ""
         key += f"_seed{args.seed}" if args.seed else ""
         report[key] = federated(args.rounds, args.features, args.local_epochs, args.local_batch, args.partition,
                                 args.sam_rho, args.seed, not args.fixed_clip, args.local_lr, args.local_momentum)

@@ -25,10 +25,9 @@ def shifted_views(images: np.ndarray, copies: int, features: str = "pixels") -> 
     if not 1 <= copies <= len(SHIFTS):
         raise ValueError(f"copies must be between 1 and {len(SHIFTS)}, got {copies}")
     if features == "scattering":
-        from unseen.data.scattering import _scatter_cached, output_shape
+        from unseen.data.scattering import output_shape, scatter_cached
 
-        shape = output_shape(images.shape[1:])
-        transform = lambda v: _scatter_cached(v, 2, 8)  # noqa: E731
+        shape, transform = output_shape(images.shape[1:]), scatter_cached
     else:
         shape, transform = images.shape[1:], lambda v: v  # noqa: E731
     out = np.empty((len(images), copies, *shape), np.float32)
