@@ -250,7 +250,7 @@ def vectorize_sweep(threads: int, repeats: int = 5) -> list[dict]:
             vec.append(time.perf_counter() - t)
         row = {"model": name, "input": list(shape), **{k: list(v) for k, v in kw.items()},
                "parameters": start.numel(), "sequential_seconds": statistics.median(seq),
-               "vectorized_seconds": statistics.median(vec), "auto_vectorizes": vectorizing_pays(model, start.device)}
+               "vectorized_seconds": statistics.median(vec), "auto_vectorizes": vectorizing_pays(model, start.device, shape)}
         row["ratio"] = row["vectorized_seconds"] / row["sequential_seconds"]
         rows.append(row)
         print(f"  {name:<7} {start.numel():>9,} parameters: one by one {row['sequential_seconds']:.3f} s, "

@@ -244,7 +244,7 @@ class RuntimeSpec(_Section):
     vectorize: Literal["auto", "on", "off"] = Field(
         "auto", description="train a round's clients together with torch.func (auto: on a GPU, and on a CPU for "
                             "small dense models, where it is measured faster; see docs/performance.md)")
-    chunk: int = Field(32, ge=1, description="clients per vectorized call: lower it to bound memory")
+    chunk: int = Field(16, ge=1, description="clients per vectorized call: lower it to bound memory")
     workers: int = Field(1, ge=1, description="processes (or Ray actors) that train slices of each round in parallel")
     worker_threads: int | None = Field(None, ge=1, description="torch threads per worker (default: cores / workers)")
     backend: Literal["local", "ray"] = "local"
@@ -783,7 +783,7 @@ def _configure_runner(spec: ExperimentSpec, plan: SimulationPlan) -> None:
     if rt.vectorize == "on" and why_not is not None:
         log.info("runtime.vectorize = 'on' but clients train one by one: %s", why_not)
     plan.vectorize = why_not is None and (rt.vectorize == "on" or (rt.vectorize == "auto" and vectorizing_pays(
-        plan.model, plan.test[0].device)))
+        plan.model, plan.test[0].device, plan.test[0].shape[1:])))
     plan.chunk, plan.workers, plan.backend, plan.ray_address = rt.chunk, rt.workers, rt.backend, rt.address
     plan.worker_threads = rt.worker_threads or default_worker_threads(rt.workers)
     where = "this process" if rt.workers == 1 and rt.backend == "local" else f"{rt.workers} {rt.backend} workers"

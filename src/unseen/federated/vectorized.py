@@ -3,20 +3,22 @@
 ``local_updates`` gives, for each client, what :func:`unseen.federated.client.local_update` would give
 with the same generator: the same permutations in the same order, the same batches (the last batch of
 an epoch may be short), the same SGD with momentum, weight decay and FedProx term. The clients'
-parameters are stacked and one ``vmap(grad(...))`` call computes every client's gradient per step.
+parameters are stacked and one call per step computes every client's gradient: ``nn.Sequential`` models
+of common layers run stacked (:mod:`unseen.federated.stacked`: grouped channels-last convolutions,
+batched matrix products, one backward pass), other models through ``vmap(grad(...))``.
 Clients with fewer samples take fewer steps: their padded batches carry zero weight and their
 parameters and momentum are left untouched once their own schedule ends. Results equal the sequential
 path within float tolerance (summation order differs), so this is a speed setting, never a privacy one.
 
 Whether it is faster depends on the model: on a CPU, small dense models (logistic regression, small
-MLPs), whose steps are mostly overhead, gain 2-3x; large MLPs and convolutions gain nothing, because
-their steps are already compute-bound and batched kernels are not faster per sample.
+MLPs), whose steps are mostly overhead, gain 3-8x, and LeNet stacked about 2x; large MLPs and wide
+convolutions (32-64 channels) gain nothing or lose, because their steps are already compute-bound.
 ``docs/performance.md`` has the measurements.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -25,6 +27,7 @@ from torch.nn import functional as F
 
 from unseen.federated.client import ClientResult, LocalTraining
 from unseen.federated.params import unflatten
+from unseen.federated.stacked import stacked_forward, why_not_stacked
 
 # Layers whose training-time behaviour vmap would change (random masks per call, running statistics).
 _STATEFUL = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd, nn.GroupNorm, nn.LSTM, nn.GRU)
@@ -41,8 +44,9 @@ def why_not_vectorizable(model: nn.Module) -> str | None:
     return None
 
 
-# Measured on 2 CPU cores (benchmarks/fl_simulation.py, vectorize sweep): stacked dense models under
-# about 100k parameters train 2-3x faster vectorized; larger ones and convolutions do not gain.
+# Measured on 2 CPU cores (benchmarks/fl_simulation.py, vectorize sweep): models under about 100k
+# parameters train 2-8x faster vectorized (dense ones, and stacked convolutions such as LeNet's); larger
+# ones gain little or lose, and convolutions through vmap lose.
 CPU_PARAMETER_LIMIT = 100_000
 
 
@@ -57,12 +61,14 @@ def why_not_vectorized(config: LocalTraining) -> str | None:
     return None
 
 
-def vectorizing_pays(model: nn.Module, device: torch.device) -> bool:
+def vectorizing_pays(model: nn.Module, device: torch.device, sample_shape: Sequence[int]) -> bool:
     """Whether vectorized training is expected to be faster than one client at a time here."""
     if device.type == "cuda":
         return True  # one large kernel instead of many small launches
     has_conv = any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
-    return not has_conv and sum(p.numel() for p in model.parameters()) < CPU_PARAMETER_LIMIT
+    if has_conv and why_not_stacked(model, sample_shape) is not None:
+        return False  # vmap's channels-first grouped convolutions are slower than one client's
+    return sum(p.numel() for p in model.parameters()) < CPU_PARAMETER_LIMIT
 
 
 def _schedules(ns: Sequence[int], config: LocalTraining, generators: Sequence[torch.Generator]) -> list[list[torch.Tensor]]:
@@ -77,13 +83,44 @@ def _schedules(ns: Sequence[int], config: LocalTraining, generators: Sequence[to
     return out
 
 
+GradientFunction = Callable[[dict[str, torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor],
+                            tuple[dict[str, torch.Tensor], torch.Tensor]]
+
+
+def _gradient_function(model: nn.Module, sample_shape: tuple[int, ...]) -> GradientFunction:
+    """(stacked params, x [K, B, ...], y [K, B], weights [K, B]) -> (each client's gradient, each loss).
+
+    A client's loss is its weighted mean cross-entropy (padding rows have weight 0). Sequential models of
+    supported layers run stacked (:mod:`unseen.federated.stacked`), others through ``vmap``.
+    """
+    if why_not_stacked(model, sample_shape) is None:
+        names = [name for name, _ in model.named_parameters()]
+
+        def stacked(params, x, y, w):
+            leaves = {n: params[n].detach().requires_grad_() for n in names}
+            logits = stacked_forward(model, leaves, x)
+            per_sample = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view_as(w)
+            losses = (per_sample * w).sum(1) / w.sum(1).clamp_min(1.0)
+            # Client k's loss depends on client k's parameters only: the gradient of the sum is each one's.
+            grads = torch.autograd.grad(losses.sum(), [leaves[n] for n in names])
+            return dict(zip(names, grads, strict=True)), losses.detach()
+
+        return stacked
+
+    def loss(p: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        per_sample = F.cross_entropy(functional_call(model, p, (x,)), y, reduction="none")
+        return (per_sample * w).sum() / w.sum().clamp_min(1.0)
+
+    return vmap(grad_and_value(loss))
+
+
 def local_updates(
     model: nn.Module,
     global_params: torch.Tensor,
     data: Sequence[tuple[torch.Tensor, torch.Tensor]],
     config: LocalTraining,
     generators: Sequence[torch.Generator],
-    chunk: int = 32,
+    chunk: int = 16,
 ) -> list[ClientResult]:
     """Train every client of ``data`` from ``global_params``, ``chunk`` clients per batched call."""
     results: list[ClientResult] = []
@@ -119,11 +156,7 @@ def _train_chunk(
     pool_y = torch.cat([y for _, y in data] + [torch.zeros(1, dtype=data[0][1].dtype, device=device)])
     pad = len(pool_y) - 1
 
-    def loss(p: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        per_sample = F.cross_entropy(functional_call(model, p, (x,)), y, reduction="none")
-        return (per_sample * w).sum() / w.sum().clamp_min(1.0)
-
-    step_grads = vmap(grad_and_value(loss))
+    step_grads = _gradient_function(model, tuple(x0.shape[1:]))
     total_loss = torch.zeros(k, dtype=torch.float64)
     model.train()
     for t in range(max(steps, default=0)):

@@ -81,7 +81,7 @@ class SimulationPlan:
     prior_epsilon: float = 0.0  # DP statistics released before on the same people (basic composition)
     # Where clients train (speed only: the updates are the same either way, within float tolerance).
     vectorize: bool = False  # stack the round's clients and train them together with torch.func
-    chunk: int = 32  # clients per vectorized call (bounds memory)
+    chunk: int = 16  # clients per vectorized call (bounds memory)
     workers: int = 1  # forked worker processes (or Ray actors) that train slices of each round
     worker_threads: int = 1
     backend: str = "local"  # "local" or "ray"
