@@ -7,7 +7,7 @@ evaluates the global model once on the test set (not timed in the rounds).
 
 Contenders, each in a fresh process launched by this script:
 - plain: a single-process PyTorch loop (clients one after another, then the weighted average);
-- unseen_sequential, unseen_vectorized (torch.func), unseen_workers (forked worker processes, one per
+- unseen_sequential, unseen_vectorized (clients stacked), unseen_workers (forked worker processes, one per
   thread), unseen_workers_vectorized (both): ``unseen.run`` with the same spec apart from ``[runtime]``;
   the simulator also serializes every payload and checkpoints every round, which the plain loop does not;
 - flower: Flower's simulation (``flwr.simulation.run_simulation``, Message API, FedAvg), when the
