@@ -29,12 +29,12 @@ def _awkward_model() -> nn.Sequential:
     ).double()
 
 
-def _client_models(k: int = K) -> tuple[list[nn.Sequential], dict[str, torch.Tensor]]:
-    """k copies of the awkward model with different weights, and those weights stacked."""
+def _client_models(factory=_awkward_model, k: int = K) -> tuple[list[nn.Sequential], dict[str, torch.Tensor]]:
+    """k models from ``factory`` with different weights, and those weights stacked."""
     copies = []
     for i in range(k):
         torch.manual_seed(i)
-        copies.append(_awkward_model())
+        copies.append(factory())
     stacked = {n: torch.stack([dict(c.named_parameters())[n].detach() for c in copies])
                for n, _ in copies[0].named_parameters()}
     return copies, stacked
@@ -123,3 +123,16 @@ def test_auto_vectorizes_lenet_but_not_wide_or_unstackable_convolutions_on_cpu()
     assert vectorizing_pays(init_model("logreg", (30,), 2, seed=0), cpu, (30,))
     assert not vectorizing_pays(init_model("cnn", (1, 28, 28), 10, seed=0), cpu, (1, 28, 28))  # 1.66M parameters
     assert not vectorizing_pays(_NotSequential(), cpu, (1, 28, 28))  # convolutions through vmap
+
+
+@pytest.mark.parametrize("layers", [
+    lambda: [nn.Flatten(), nn.Linear(64, 5), nn.ReLU(), nn.Linear(5, 3)],  # an MLP on images: no conversion
+    lambda: [nn.AvgPool2d(2), nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(8, 3)],  # pooling before any conv
+], ids=["mlp-on-images", "pool-first"])
+def test_stacked_image_models_without_a_leading_convolution(layers):
+    copies, stacked = _client_models(lambda: nn.Sequential(*layers()).double())
+    x = torch.randn(K, B, 1, 8, 8, dtype=torch.float64)
+    assert why_not_stacked(copies[0], (1, 8, 8)) is None
+    out = stacked_forward(copies[0], stacked, x)
+    for i, model in enumerate(copies):
+        torch.testing.assert_close(out[i], model(x[i]), atol=1e-12, rtol=0)

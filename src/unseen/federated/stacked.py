@@ -72,21 +72,19 @@ def stacked_forward(model: nn.Sequential, params: dict[str, torch.Tensor], x: to
     """
     k, b = x.shape[:2]
     h = x
-    image = x.dim() == 5
-    if image:  # [B, K*C, H, W] in channels-last memory: client k holds channels k*C .. (k+1)*C - 1
-        h = x.transpose(0, 1).reshape(b, -1, *x.shape[3:]).contiguous(memory_format=torch.channels_last)
+    grouped = False  # whether h is [B, K*C, H, W] (channels-last memory) rather than [K, B, ...]
     for name, layer in _layers(model):
+        if isinstance(layer, (nn.Conv2d, *_POOL)) and not grouped:  # client k holds channels k*C .. (k+1)*C - 1
+            h = h.transpose(0, 1).reshape(b, -1, *h.shape[3:]).contiguous(memory_format=torch.channels_last)
+            grouped = True
         if isinstance(layer, nn.Conv2d):
             w = params[f"{name}.weight"]
             bias = params.get(f"{name}.bias")
             h = F.conv2d(h, w.reshape(-1, *w.shape[2:]), None if bias is None else bias.reshape(-1),
                          layer.stride, layer.padding, layer.dilation, layer.groups * k)
-        elif isinstance(layer, nn.Flatten):
-            if image:  # back to [K, B, C*H*W] in the model's (C, H, W) order
-                h = h.reshape(b, k, -1).transpose(0, 1)
-                image = False
-            else:
-                h = h.reshape(k, b, -1)
+        elif isinstance(layer, nn.Flatten):  # to [K, B, C*H*W] in the model's (C, H, W) order
+            h = h.reshape(b, k, -1).transpose(0, 1) if grouped else h.reshape(k, b, -1)
+            grouped = False
         elif isinstance(layer, nn.Linear):
             w = params[f"{name}.weight"]
             bias = params.get(f"{name}.bias")
