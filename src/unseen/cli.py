@@ -56,15 +56,16 @@ def _progress(enabled: bool) -> Iterator[experiment.Hooks]:
 
         def on_start(total: int, done: int) -> None:
             tasks["rounds"] = bar.add_task("rounds", total=total, completed=done, info="")
-            tasks["clients"] = bar.add_task("  clients", total=1, info="")
 
         def on_client(done: int, total: int) -> None:
+            if "clients" not in tasks:  # added on first use: vertical runs have no clients
+                tasks["clients"] = bar.add_task("  clients", total=total, info="")
             bar.update(tasks["clients"], completed=done, total=total)
 
         def on_round(metrics: dict[str, Any]) -> None:
             acc = metrics.get("test_accuracy")
             info = f"acc {100 * acc:.2f}%" if acc is not None else ""
-            if metrics["rejected"]:
+            if metrics.get("rejected"):
                 info += f" [red]{metrics['rejected']} rejected[/]"
             if "failed" in metrics:
                 info += " [bold red]round failed[/]"

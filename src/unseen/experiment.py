@@ -173,6 +173,27 @@ class FederatedSpec(_Section):
     adversary: AdversarySpec = AdversarySpec()
 
 
+class VerticalSpec(_Section):
+    """Vertical federated learning (mode = "vertical"): parties hold different columns of the same people."""
+
+    parties: list[list[str]] = Field(default_factory=list, description=(
+        "each party's columns of the table (source columns: a categorical column brings all its one-hot "
+        "columns); party 0 also holds the labels"))
+    overlap: float = Field(1.0, gt=0, le=1, description=(
+        "the fraction of the training people each party holds, drawn independently per party; private set "
+        "intersection finds the people all parties hold, and only they are trained on"))
+    embedding: int = Field(16, ge=1, description="width of each party's embedding at the cut layer")
+    bottom_hidden: list[int] = Field(default_factory=lambda: [32], description="hidden widths of each party's bottom MLP")
+    top_hidden: list[int] = Field(default_factory=lambda: [32], description="hidden widths of the label party's top MLP")
+
+    @field_validator("bottom_hidden", "top_hidden")
+    @classmethod
+    def _positive(cls, hidden: list[int]) -> list[int]:
+        if any(h < 1 for h in hidden):
+            raise ValueError("every hidden layer width must be >= 1")
+        return hidden
+
+
 class PrivacySpec(_Section):
     """Privacy mechanisms: record-level DP-SGD, user-level DP-FedAvg, or none.
 
@@ -264,12 +285,13 @@ class ExperimentSpec(_Section):
     """A whole experiment. Every field has a default: an empty spec trains the demo."""
 
     name: str = Field("experiment", pattern=r"^[A-Za-z0-9_.-]+$")
-    mode: Literal["federated", "central"] = "federated"
+    mode: Literal["federated", "central", "vertical"] = "federated"
     seed: int = Field(0, ge=0)
     data: DataSpec = DataSpec()
     model: ModelSpec = ModelSpec()
     train: TrainSpec = TrainSpec()
     federated: FederatedSpec = FederatedSpec()
+    vertical: VerticalSpec = VerticalSpec()
     privacy: PrivacySpec = PrivacySpec()
     audit: AuditSpec = AuditSpec()
     output: OutputSpec = OutputSpec()
@@ -277,6 +299,10 @@ class ExperimentSpec(_Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> ExperimentSpec:
+        if self.mode == "vertical":
+            return self._vertical()
+        if self.vertical.parties:
+            raise ValueError("[vertical] parties are for mode = 'vertical': set mode = 'vertical', or remove them")
         fed = self.federated
         has_silos = (self.data.silo_column is not None if self.data.name == FILE_DATASET
                      else DATASETS[self.data.name].silos)
@@ -352,6 +378,25 @@ class ExperimentSpec(_Section):
                              "has its own first moment: set federated.beta1 instead, or server_momentum = 0")
         if fed.adversary.count and fed.clients is not None and fed.adversary.count > fed.clients:
             raise ValueError(f"federated.adversary.count = {fed.adversary.count} exceeds federated.clients = {fed.clients}")
+        return self
+
+
+    def _vertical(self) -> ExperimentSpec:
+        if len(self.vertical.parties) < 2:
+            raise ValueError("mode = 'vertical' needs vertical.parties: two or more lists of columns, e.g. "
+                             "[[\"age\", \"sex\"], [\"occupation\"]] (party 0 holds the labels too)")
+        unsupported = {
+            "privacy.mechanism": self.privacy.mechanism != "none",
+            "privacy.secure_aggregation": self.privacy.secure_aggregation != "none",
+            "audit.attacks": bool(self.audit.attacks), "audit.canaries": bool(self.audit.canaries),
+            "train.optimizer": self.train.optimizer != "sgd", "train.sam_rho": bool(self.train.sam_rho),
+            "train.augment": self.train.augment != "none",
+            "data.features": self.data.features != "pixels",
+        }
+        bad = [k for k, v in unsupported.items() if v]
+        if bad:
+            raise ValueError(f"mode = 'vertical' does not support {', '.join(bad)} yet: leave them at their defaults "
+                             "(vertical runs always measure label leakage, and make no formal privacy claim)")
         return self
 
 
@@ -1061,6 +1106,98 @@ def _attach_log(run_dir: Path) -> logging.Handler:
     return handler
 
 
+VERTICAL_THREAT = (
+    "Split learning (SplitNN) over parties holding different columns of the same people: columns and labels "
+    "never leave their party, but no formal guarantee covers what crosses. Private set intersection reveals to "
+    "the label party which of its people each other party holds, and the list of common people is sent to every "
+    "party. The label party sees every person's embedding of the other parties' columns; every party sees, for "
+    "each of its people, the gradient of the loss at its embedding, which reveals the labels (label_leakage_* "
+    "below: a passive party's attacks on the last epoch). Semi-honest parties.")
+
+
+def _execute_vertical(spec: ExperimentSpec, run_dir: Path, hooks: Hooks, started: float) -> RunResult:
+    """A vertical run: align the parties' records with PSI, train a split network, attack its labels."""
+    from unseen.crypto.psi import align
+    from unseen.data.vertical import party_columns, party_records
+    from unseen.federated.vertical import split_model
+    from unseen.runtime.vertical import VerticalData, select_columns, train_split
+
+    dataset = load_dataset(spec)
+    if len(dataset.input_shape) != 1 or not dataset.feature_names:
+        raise SpecError(f"mode = 'vertical' splits a table's columns between parties; {dataset.name!r} is not a "
+                        "table: use adult, heart_disease, breast_cancer or your own file")
+    v = spec.vertical
+    columns = party_columns(dataset.feature_names, v.parties)
+    rows, ids = party_records(len(dataset.train), len(columns), v.overlap, spec.seed)
+    t = time.perf_counter()
+    aligned = align(ids)
+    psi_seconds = time.perf_counter() - t
+    if not aligned.ids:
+        raise UnseenError("private set intersection found no person that every party holds: raise vertical.overlap")
+    log.info("PSI aligned %d people held by all %d parties (%.1f s, %d bytes)", len(aligned.ids), len(columns),
+             psi_seconds, aligned.bytes)
+    x = torch.from_numpy(dataset.train.x)
+    people = [torch.from_numpy(rows[p][aligned.rows[p]]) for p in range(len(columns))]
+    train = [x[people[p]][:, columns[p]] for p in range(len(columns))]
+    y = torch.from_numpy(dataset.train.y)[people[0]]
+    test = select_columns(torch.from_numpy(dataset.test.x), columns)
+    y_test = torch.from_numpy(dataset.test.y)
+    widths = {"embedding": v.embedding, "bottom_hidden": v.bottom_hidden, "top_hidden": v.top_hidden}
+    model = split_model([len(c) for c in columns], dataset.n_classes, seed=spec.seed, **widths)
+    t_ = spec.train
+    settings = {"epochs": t_.epochs, "batch_size": t_.batch_size, "lr": t_.lr, "momentum": t_.momentum,
+                "weight_decay": t_.weight_decay, "lr_schedule": t_.lr_schedule, "seed": spec.seed}
+    if hooks.on_start:
+        hooks.on_start(t_.epochs, 0)
+    history, leakage = train_split(model, VerticalData(train, y, test, y_test), on_epoch=hooks.on_round, **settings)
+    # The label party alone, on its own columns: what the collaboration is worth.
+    alone_model = split_model([len(columns[0])], dataset.n_classes, seed=spec.seed, **widths)
+    alone, _ = train_split(alone_model, VerticalData(train[:1], y, test[:1], y_test), leak_party=None, **settings)
+    guarantee = PrivacyGuarantee.none("split learning: embeddings and cut-layer gradients cross in the clear",
+                                      threat_model=VERTICAL_THREAT)
+    from unseen.attacks.label_leakage import THREAT_MODEL as LEAK_THREAT
+
+    audit = {f"label_leakage_{name}": {**r.to_dict(), "threat_model": LEAK_THREAT,
+                                       "roc": {"fpr": r.fpr.tolist(), "tpr": r.tpr.tolist()}}
+             for name, r in leakage.items()}
+    final = history[-1]
+    results: dict[str, Any] = {
+        "audit": audit, "name": spec.name, "status": "completed", "mode": spec.mode, "seed": spec.seed,
+        "versions": _versions(), "spec": spec.model_dump(mode="json"),
+        "dataset": {"name": dataset.name, "train_samples": len(dataset.train), "test_samples": len(dataset.test),
+                    "classes": dataset.n_classes, "input_shape": list(dataset.input_shape),
+                    "client_sizes": [len(r) for r in rows]},
+        "model": {"name": "split_mlp", "parameters": sum(p.numel() for p in model.parameters())},
+        "rounds": history,
+        "final": {"round": final["round"], "test_accuracy": final["test_accuracy"], "test_loss": final["test_loss"],
+                  "per_client": []},
+        "vertical": {
+            "parties": [{"party": p, "columns": v.parties[p], "features": len(columns[p]), "people_held": len(rows[p])}
+                        for p in range(len(columns))],
+            "aligned_people": len(aligned.ids), "psi_bytes": aligned.bytes, "psi_seconds": psi_seconds,
+            "label_party_alone_accuracy": alone[-1]["test_accuracy"],
+        },
+        "costs": {
+            "wall_seconds": time.perf_counter() - started,
+            "train_seconds": float(sum(m["seconds"] for m in history)),
+            "seconds_per_round": float(np.median([m["seconds"] for m in history])),
+            "stage_seconds": {},
+            "bytes_up": int(sum(m["bytes_up"] for m in history)),
+            "bytes_down": int(sum(m["bytes_down"] for m in history)) + aligned.bytes,
+            "note": "bytes are the serialized embeddings, gradients and batch ids (per epoch), plus the PSI messages "
+                    "and the list of common ids (in bytes_down)",
+        },
+        "rejected_updates": [], "failed_rounds": [], "secure_aggregation": None,
+        "privacy": {"guarantees": [guarantee.to_dict()], "halted": None, "budget_epsilon": None},
+    }
+    (run_dir / "results.json").write_text(json.dumps(results, indent=2, default=float))
+    torch.save({"bottoms": [m.state_dict() for m in model.bottoms], "top": model.top.state_dict()}, run_dir / "model.pt")
+    write_report(run_dir)
+    log.info("vertical run %s completed: test accuracy %.4f (label party alone %.4f)", run_dir.name,
+             final["test_accuracy"], alone[-1]["test_accuracy"])
+    return RunResult(run_dir, results, torch.cat([p.detach().flatten() for p in model.parameters()]))
+
+
 def _execute(spec: ExperimentSpec, run_dir: Path, hooks: Hooks, checkpoint: dict[str, Any] | None) -> RunResult:
     if spec.runtime.threads is not None:
         torch.set_num_threads(spec.runtime.threads)
@@ -1068,6 +1205,10 @@ def _execute(spec: ExperimentSpec, run_dir: Path, hooks: Hooks, checkpoint: dict
     handler = _attach_log(run_dir)
     started = time.perf_counter()
     try:
+        if spec.mode == "vertical":
+            if checkpoint is not None or (run_dir / "results.json").exists():
+                raise CheckpointError("vertical runs do not checkpoint yet: start the run again")
+            return _execute_vertical(spec, run_dir, hooks, started)
         dataset = load_dataset(spec)
         plan, parts = build_plan(spec, dataset, device)
         if checkpoint is None:

@@ -27,13 +27,23 @@ def results_table(results: dict[str, Any]) -> Table:
     table.add_column(style="bold")
     table.add_column()
     final, costs, ds = results["final"], results["costs"], results["dataset"]
+    holders = "parties" if results["mode"] == "vertical" else "client(s)"
     table.add_row("dataset", f"{ds['name']}: {ds['train_samples']} train / {ds['test_samples']} test, "
-                             f"{len(ds['client_sizes'])} client(s)")
+                             f"{len(ds['client_sizes'])} {holders}")
     table.add_row("model", f"{results['model']['name']} ({results['model']['parameters']:,} parameters)")
-    table.add_row("rounds", str(final["round"]))
+    table.add_row("epochs" if results["mode"] == "vertical" else "rounds", str(final["round"]))
     table.add_row("test accuracy", _pct(final["test_accuracy"]))
     table.add_row("test loss", f"{final['test_loss']:.4f}")
     table.add_row("privacy", privacy_summary(results["privacy"]))
+    vertical = results.get("vertical")
+    if vertical:
+        table.add_row("vertical", f"{len(vertical['parties'])} parties; PSI aligned {vertical['aligned_people']:,} people "
+                                  f"held by all; the label party alone: {_pct(vertical['label_party_alone_accuracy'])}")
+        leaks = {k.removeprefix("label_leakage_"): v for k, v in results.get("audit", {}).items()
+                 if k.startswith("label_leakage_")}
+        if leaks:
+            table.add_row("label leakage", ", ".join(f"{k} attack AUC {v['auc']:.3f}" for k, v in leaks.items())
+                          + " (a passive party guessing labels from its gradients; 0.5 = chance)")
     if results["privacy"].get("halted"):
         table.add_row("privacy budget", f"[yellow]{results['privacy']['halted']}[/]")
     canary = results.get("audit", {}).get("canary")
