@@ -74,6 +74,11 @@ def main() -> None:
     from unseen.data.vertical import party_columns, party_records
     from unseen.runtime.vertical import select_columns
 
+    # Warm-up: the first optimizer step of a process imports parts of torch (about 0.7 s here); neither
+    # contender should pay it inside its timing.
+    warm = torch.nn.Linear(2, 2)
+    torch.optim.SGD(warm.parameters(), lr=0.1, momentum=0.9).step()
+
     rows_out = []
     for seed in args.seeds:
         spec = experiment.load_spec(ROOT.parent / "examples" / "vertical_adult.toml", [f"seed={seed}"])
