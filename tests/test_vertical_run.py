@@ -8,7 +8,7 @@ import pytest
 
 from unseen import experiment
 from unseen.data.vertical import party_records
-from unseen.errors import DataError, SpecError
+from unseen.errors import CheckpointError, DataError, SpecError
 
 MEAN = ["mean radius", "mean texture", "mean perimeter", "mean area", "mean smoothness"]
 WORST = ["worst radius", "worst texture", "worst perimeter", "worst area", "worst smoothness", "worst concavity"]
@@ -43,6 +43,10 @@ def test_a_vertical_run_aligns_trains_and_measures_label_leakage(tmp_path):
     assert r["costs"]["bytes_down"] == sum(m["bytes_down"] for m in r["rounds"]) + r["vertical"]["psi_bytes"]
     assert json.loads((result.run_dir / "results.json").read_text())["vertical"] == r["vertical"]
     assert "label_leakage_cosine" in (result.run_dir / "report.html").read_text()
+    # What federated runs can do afterwards is refused with the reason, not a traceback.
+    for later in (experiment.resume, experiment.audit_run, experiment.load_trained_model):
+        with pytest.raises(CheckpointError, match="this is a vertical run"):
+            later(result.run_dir)
 
 
 def test_the_same_seed_gives_the_same_vertical_run(tmp_path):

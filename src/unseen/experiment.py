@@ -1206,8 +1206,6 @@ def _execute(spec: ExperimentSpec, run_dir: Path, hooks: Hooks, checkpoint: dict
     started = time.perf_counter()
     try:
         if spec.mode == "vertical":
-            if checkpoint is not None or (run_dir / "results.json").exists():
-                raise CheckpointError("vertical runs do not checkpoint yet: start the run again")
             return _execute_vertical(spec, run_dir, hooks, started)
         dataset = load_dataset(spec)
         plan, parts = build_plan(spec, dataset, device)
@@ -1282,8 +1280,14 @@ def resume(run_dir: str | Path, *, hooks: Hooks | None = None) -> RunResult:
     if not spec_path.is_file():
         raise CheckpointError(f"{run_dir} is not a run folder: it has no spec.toml. Give the folder `unseen run` created.")
     spec = load_spec(spec_path)
+    _refuse_vertical(spec, "vertical runs do not checkpoint yet: start the run again")
     checkpoint = load_latest(run_dir / "checkpoints")
     return _execute(spec, run_dir, hooks or Hooks(), checkpoint)
+
+
+def _refuse_vertical(spec: ExperimentSpec, why: str) -> None:
+    if spec.mode == "vertical":
+        raise CheckpointError(f"this is a vertical run: {why}.")
 
 
 def _reference_attacks(spec: ExperimentSpec, plan: SimulationPlan, parts: list[np.ndarray], dataset: Dataset,
@@ -1331,6 +1335,8 @@ def audit_run(run_dir: str | Path, *, attacks: tuple[str, ...] = ("loss", "rmia"
         raise CheckpointError(f"{run_dir} is not a finished run folder (no results.json or model.pt): finish it "
                               "first with `unseen run --resume`.")
     spec = load_spec(run_dir / "spec.toml")
+    _refuse_vertical(spec, "`unseen audit` attacks federated and central models; a vertical run measured its "
+                           "label leakage as it trained (results.json, audit section)")
     results = json.loads(results_path.read_text())
     device = torch.device("cpu")
     dataset = load_dataset(spec)
@@ -1353,6 +1359,7 @@ def load_trained_model(run_dir: str | Path) -> tuple[ExperimentSpec, Dataset, to
         raise CheckpointError(f"{run_dir} is not a finished run folder (no spec.toml or model.pt): give a folder "
                               "that `unseen run` completed.")
     spec = load_spec(run_dir / "spec.toml")
+    _refuse_vertical(spec, "its model is a split network, saved as each party's part in model.pt")
     dataset = load_dataset(spec)
     model = init_model(spec.model.name, dataset.input_shape, dataset.n_classes, seed=spec.seed,
                        hidden=tuple(spec.model.hidden))
