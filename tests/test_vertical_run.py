@@ -56,11 +56,30 @@ def test_the_same_seed_gives_the_same_vertical_run(tmp_path):
     assert a["vertical"]["aligned_people"] == b["vertical"]["aligned_people"]
 
 
+def test_label_dp_by_randomized_response_is_claimed_and_the_audit_stays_under_it(tmp_path):
+    spec = _spec(privacy={"mechanism": "randomized_response", "epsilon": 1.0})
+    r = experiment.run(spec, output_dir=tmp_path).results
+    label, rest = r["privacy"]["guarantees"]
+    assert (label["mechanism"], label["unit"], label["epsilon"], label["delta"]) == ("randomized_response", "label",
+                                                                                       1.0, 0.0)
+    assert rest["mechanism"] == "none" and "labels only" in rest["reason"]
+    # The passive party's attacks are judged against the true labels, which training never saw: their
+    # empirical epsilon is a lower bound on the label-DP epsilon and must not exceed it.
+    for name in ("label_leakage_norm", "label_leakage_cosine"):
+        assert r["audit"][name]["epsilon_lower_bound"] <= 1.0
+    # Without label DP the same run's cosine attack is near perfect; with it, far from it.
+    assert r["audit"]["label_leakage_cosine"]["auc"] < 0.8
+    assert r["final"]["test_accuracy"] > 0.8  # training on randomized labels still learns
+
+
 @pytest.mark.parametrize("raw, message", [
     ({"mode": "vertical"}, "needs vertical.parties"),
     ({"mode": "vertical", "vertical": {"parties": [MEAN, WORST]}, "privacy": {"mechanism": "dp_sgd", "epsilon": 1}},
      "does not support privacy.mechanism"),
     ({"vertical": {"parties": [MEAN, WORST]}}, "are for mode = 'vertical'"),
+    ({"privacy": {"mechanism": "randomized_response", "epsilon": 1}}, "applies to mode = 'vertical'"),
+    ({"mode": "vertical", "vertical": {"parties": [MEAN, WORST]}, "privacy": {"mechanism": "randomized_response"}},
+     "needs privacy.epsilon"),
 ])
 def test_vertical_specs_are_checked_before_anything_runs(raw, message):
     with pytest.raises(SpecError, match=message):

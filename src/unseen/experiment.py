@@ -202,7 +202,8 @@ class PrivacySpec(_Section):
     round that would exceed it).
     """
 
-    mechanism: Literal["none", "dp_sgd", "dp_fedavg"] = "none"
+    mechanism: Literal["none", "dp_sgd", "dp_fedavg", "randomized_response"] = Field("none", description=(
+        "randomized_response: label DP for vertical runs, each training label randomized once at epsilon"))
     epsilon: float | None = Field(None, gt=0, description="target or budget epsilon")
     delta: float | None = Field(None, gt=0, lt=1, description="default: min(1e-5, 1 / (10 n))")
     noise_multiplier: float | None = Field(None, gt=0)
@@ -303,6 +304,9 @@ class ExperimentSpec(_Section):
             return self._vertical()
         if self.vertical.parties:
             raise ValueError("[vertical] parties are for mode = 'vertical': set mode = 'vertical', or remove them")
+        if self.privacy.mechanism == "randomized_response":
+            raise ValueError("privacy.mechanism = 'randomized_response' (label DP) applies to mode = 'vertical', where "
+                             "the labels are what one party holds; use dp_sgd or dp_fedavg here")
         fed = self.federated
         has_silos = (self.data.silo_column is not None if self.data.name == FILE_DATASET
                      else DATASETS[self.data.name].silos)
@@ -385,8 +389,12 @@ class ExperimentSpec(_Section):
         if len(self.vertical.parties) < 2:
             raise ValueError("mode = 'vertical' needs vertical.parties: two or more lists of columns, e.g. "
                              "[[\"age\", \"sex\"], [\"occupation\"]] (party 0 holds the labels too)")
+        priv = self.privacy
+        if priv.mechanism == "randomized_response" and (priv.epsilon is None or priv.noise_multiplier is not None):
+            raise ValueError("privacy.mechanism = 'randomized_response' needs privacy.epsilon (the label-DP epsilon) "
+                             "and no privacy.noise_multiplier")
         unsupported = {
-            "privacy.mechanism": self.privacy.mechanism != "none",
+            "privacy.mechanism": priv.mechanism not in ("none", "randomized_response"),
             "privacy.secure_aggregation": self.privacy.secure_aggregation != "none",
             "audit.attacks": bool(self.audit.attacks), "audit.canaries": bool(self.audit.canaries),
             "train.optimizer": self.train.optimizer != "sgd", "train.sam_rho": bool(self.train.sam_rho),
@@ -396,7 +404,8 @@ class ExperimentSpec(_Section):
         bad = [k for k, v in unsupported.items() if v]
         if bad:
             raise ValueError(f"mode = 'vertical' does not support {', '.join(bad)} yet: leave them at their defaults "
-                             "(vertical runs always measure label leakage, and make no formal privacy claim)")
+                             "(vertical runs always measure label leakage; privacy.mechanism may be "
+                             "'randomized_response', label DP)")
         return self
 
 
@@ -1143,18 +1152,34 @@ def _execute_vertical(spec: ExperimentSpec, run_dir: Path, hooks: Hooks, started
     test = select_columns(torch.from_numpy(dataset.test.x), columns)
     y_test = torch.from_numpy(dataset.test.y)
     widths = {"embedding": v.embedding, "bottom_hidden": v.bottom_hidden, "top_hidden": v.top_hidden}
+    guarantees = [PrivacyGuarantee.none("split learning: embeddings and cut-layer gradients cross in the clear",
+                                        threat_model=VERTICAL_THREAT)]
+    y_train = y  # what training sees: the labels, or their randomized response under label DP
+    priv = spec.privacy
+    if priv.mechanism == "randomized_response":
+        from unseen.privacy.label_dp import label_dp_guarantee, randomized_response
+
+        rng = np.random.default_rng([spec.seed, 11])
+        y_train = torch.from_numpy(randomized_response(y.numpy(), dataset.n_classes, priv.epsilon, rng=rng,
+                                                       secure=priv.secure_rng))
+        noise_source = "OS CSPRNG" if priv.secure_rng else "seeded PRNG (reproducible; not for production)"
+        guarantees.insert(0, label_dp_guarantee(priv.epsilon, dataset.n_classes, noise_source))
+        guarantees[1] = PrivacyGuarantee.none(
+            "the parties' columns, embeddings and the intersection cross without a formal guarantee (label DP "
+            "covers the labels only)", threat_model=VERTICAL_THREAT)
+        log.info("label DP: %d of %d training labels changed by randomized response at epsilon %g",
+                 int((y_train != y).sum()), len(y), priv.epsilon)
     model = split_model([len(c) for c in columns], dataset.n_classes, seed=spec.seed, **widths)
     t_ = spec.train
     settings = {"epochs": t_.epochs, "batch_size": t_.batch_size, "lr": t_.lr, "momentum": t_.momentum,
                 "weight_decay": t_.weight_decay, "lr_schedule": t_.lr_schedule, "seed": spec.seed}
     if hooks.on_start:
         hooks.on_start(t_.epochs, 0)
-    history, leakage = train_split(model, VerticalData(train, y, test, y_test), on_epoch=hooks.on_round, **settings)
+    history, leakage = train_split(model, VerticalData(train, y_train, test, y_test), attack_labels=y,
+                                   on_epoch=hooks.on_round, **settings)
     # The label party alone, on its own columns: what the collaboration is worth.
     alone_model = split_model([len(columns[0])], dataset.n_classes, seed=spec.seed, **widths)
     alone, _ = train_split(alone_model, VerticalData(train[:1], y, test[:1], y_test), leak_party=None, **settings)
-    guarantee = PrivacyGuarantee.none("split learning: embeddings and cut-layer gradients cross in the clear",
-                                      threat_model=VERTICAL_THREAT)
     from unseen.attacks.label_leakage import THREAT_MODEL as LEAK_THREAT
 
     audit = {f"label_leakage_{name}": {**r.to_dict(), "threat_model": LEAK_THREAT,
@@ -1188,7 +1213,7 @@ def _execute_vertical(spec: ExperimentSpec, run_dir: Path, hooks: Hooks, started
                     "and the list of common ids (in bytes_down)",
         },
         "rejected_updates": [], "failed_rounds": [], "secure_aggregation": None,
-        "privacy": {"guarantees": [guarantee.to_dict()], "halted": None, "budget_epsilon": None},
+        "privacy": {"guarantees": [g.to_dict() for g in guarantees], "halted": None, "budget_epsilon": None},
     }
     (run_dir / "results.json").write_text(json.dumps(results, indent=2, default=float))
     torch.save({"bottoms": [m.state_dict() for m in model.bottoms], "top": model.top.state_dict()}, run_dir / "model.pt")

@@ -10,7 +10,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-PrivacyUnit = Literal["record", "user", "none"]
+PrivacyUnit = Literal["record", "user", "label", "none"]
 
 
 @dataclass(frozen=True)
@@ -20,7 +20,7 @@ class PrivacyGuarantee:
     Attributes
     ----------
     mechanism : name of the mechanism ("none" when nothing formal is claimed).
-    unit : what one unit of privacy protects: a record, a user (client), or nothing.
+    unit : what one unit of privacy protects: a record, a user (client), a label, or nothing.
     epsilon, delta : the (epsilon, delta)-DP guarantee, or None when there is none.
     noise_multiplier, clipping_bound : Gaussian-mechanism parameters, when used.
     sampling : how batches or clients are sampled ("poisson", ...), with ``sampling_rate``.

@@ -73,6 +73,11 @@ def privacy_summary(privacy: dict[str, Any]) -> str:
     if not formal:
         return f"no formal guarantee: {guarantees[0]['reason']}"
     worst = max(formal, key=lambda g: g["epsilon"])
+    if worst["noise_multiplier"] is None:  # randomized response (label DP): no Gaussian, an exact epsilon
+        uncovered = [g["reason"] for g in guarantees if g["mechanism"] == "none"]
+        return (f"({worst['epsilon']:.3g}, {worst['delta']:.1e})-DP per {worst['unit']} by {worst['mechanism']} "
+                f"({worst['accountant']}, noise from {worst['noise_source']})"
+                + "".join(f"; no formal guarantee for the rest: {r}" for r in uncovered))
     scope = f" (worst of {len(formal)} clients: {worst['scope']})" if len(formal) > 1 else ""
     return (f"({worst['epsilon']:.3g}, {worst['delta']:.1e})-DP per {worst['unit']}{scope}; noise multiplier "
             f"{worst['noise_multiplier']:.3g}, clip {worst['clipping_bound']:.3g}, {worst['steps']} steps, "

@@ -58,7 +58,7 @@ def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
 
 def train_split(model: SplitModel, data: VerticalData, *, epochs: int, batch_size: int, lr: float,
                 momentum: float = 0.0, weight_decay: float = 0.0, lr_schedule: str = "constant", seed: int = 0,
-                leak_party: int | None = 1,
+                leak_party: int | None = 1, attack_labels: torch.Tensor | None = None,
                 on_epoch: Callable[[dict[str, Any]], None] | None = None
                 ) -> tuple[list[dict[str, Any]], dict[str, AuditResult]]:
     """Train ``model`` with SGD, each party with its own optimizer (``lr_schedule``: "constant", or
@@ -66,7 +66,8 @@ def train_split(model: SplitModel, data: VerticalData, *, epochs: int, batch_siz
 
     Returns one history entry per epoch, and the label-leakage attacks on the last epoch: the gradients
     that ``leak_party`` (a passive party) received, scored by the norm and cosine attacks (None, or a
-    single-party model: no attack). Each epoch's entry has the attacks' AUCs.
+    single-party model: no attack), judged against ``attack_labels`` (default: the training labels; under
+    label DP, the true labels, which training never saw). Each epoch's entry has the attacks' AUCs.
     """
     parties = len(model.bottoms)
     optimizers = [torch.optim.SGD(m.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
@@ -120,7 +121,8 @@ def train_split(model: SplitModel, data: VerticalData, *, epochs: int, batch_siz
             "seconds": train_seconds, "bytes_up": up, "bytes_down": down,
         }
         if seen_grads:
-            labels = data.y_train[np.concatenate(seen_rows)].numpy()
+            truth = data.y_train if attack_labels is None else attack_labels
+            labels = truth[np.concatenate(seen_rows)].numpy()
             scores = _attack_scores(seen_grads, seen_batches, labels, seed + epoch)
             entry["label_leakage_auc"] = {  # the AUC alone each epoch; the full audit (ROC, eps-hat) at the end
                 name: float(roc_auc_score(np.r_[np.ones(len(pos)), np.zeros(len(neg))], np.r_[pos, neg]))
