@@ -396,7 +396,7 @@ class ExperimentSpec(_Section):
         unsupported = {
             "privacy.mechanism": priv.mechanism not in ("none", "randomized_response"),
             "privacy.secure_aggregation": self.privacy.secure_aggregation != "none",
-            "audit.attacks": bool(self.audit.attacks), "audit.canaries": bool(self.audit.canaries),
+            "audit.attacks": bool(self.audit.attacks),
             "train.optimizer": self.train.optimizer != "sgd", "train.sam_rho": bool(self.train.sam_rho),
             "train.augment": self.train.augment != "none",
             "data.features": self.data.features != "pixels",
@@ -1124,6 +1124,27 @@ VERTICAL_THREAT = (
     "below: a passive party's attacks on the last epoch). Semi-honest parties.")
 
 
+LABEL_CANARY_THREAT = (
+    "Label canaries (one-run audit, Steinke et al. 2023): audit.canaries aligned people get a fair-coin label, "
+    "independent of their features, before any randomization; passive party 1 guesses each canary's label from "
+    "the cosine score of its last-epoch gradients (it knows one other positive per batch, never a canary). "
+    "Correct guesses beyond chance bound the label-DP epsilon from below.")
+
+
+def _label_canary_audit(scores: dict[str, tuple[np.ndarray, np.ndarray]], canaries: np.ndarray, labels: np.ndarray,
+                        guarantees: list[PrivacyGuarantee]) -> dict[str, Any]:
+    """eps-hat from the label canaries' cosine scores, beside the formal label-DP epsilon (if any)."""
+    cosine, scored = scores.get("cosine", (np.zeros(len(canaries)), np.zeros(len(canaries), dtype=bool)))
+    # An unscored canary (no knowable positive in its batch) gets the neutral score 0: never a confident guess.
+    s = np.where(scored, cosine, 0.0)[canaries]
+    formal = [g for g in guarantees if g.is_formal and g.unit == "label"]
+    audit = one_run_audit(s, labels[canaries] == 1, delta=0.0, formal_epsilon=formal[0].epsilon if formal else None)
+    if audit.violation:
+        log.error("label canary audit: eps-hat %.3g exceeds the formal epsilon %.3g", audit.epsilon_lower_bound,
+                  audit.formal_epsilon)
+    return {**audit.to_dict(), "threat_model": LABEL_CANARY_THREAT}
+
+
 def _execute_vertical(spec: ExperimentSpec, run_dir: Path, hooks: Hooks, started: float) -> RunResult:
     """A vertical run: align the parties' records with PSI, train a split network, attack its labels."""
     from unseen.crypto.psi import align
@@ -1154,13 +1175,23 @@ def _execute_vertical(spec: ExperimentSpec, run_dir: Path, hooks: Hooks, started
     widths = {"embedding": v.embedding, "bottom_hidden": v.bottom_hidden, "top_hidden": v.top_hidden}
     guarantees = [PrivacyGuarantee.none("split learning: embeddings and cut-layer gradients cross in the clear",
                                         threat_model=VERTICAL_THREAT)]
-    y_train = y  # what training sees: the labels, or their randomized response under label DP
+    held = y.clone()  # the labels as the label party holds them (label canaries included)
+    canaries = np.zeros(len(y), dtype=bool)
+    if spec.audit.canaries:
+        if dataset.n_classes != 2:
+            raise SpecError("audit.canaries in vertical runs plants label canaries, defined for two classes; "
+                            f"{dataset.name!r} has {dataset.n_classes}")
+        crng = np.random.default_rng([spec.seed, 13])
+        canaries[crng.choice(len(y), min(spec.audit.canaries, len(y)), replace=False)] = True
+        # Each canary's label is a fair coin, independent of its features: only the mechanism can reveal it.
+        held[torch.from_numpy(canaries)] = torch.from_numpy(crng.integers(0, 2, int(canaries.sum())))
+    y_train = held  # what training sees: the labels, or their randomized response under label DP
     priv = spec.privacy
     if priv.mechanism == "randomized_response":
         from unseen.privacy.label_dp import label_dp_guarantee, randomized_response
 
         rng = np.random.default_rng([spec.seed, 11])
-        y_train = torch.from_numpy(randomized_response(y.numpy(), dataset.n_classes, priv.epsilon, rng=rng,
+        y_train = torch.from_numpy(randomized_response(held.numpy(), dataset.n_classes, priv.epsilon, rng=rng,
                                                        secure=priv.secure_rng))
         noise_source = "OS CSPRNG" if priv.secure_rng else "seeded PRNG (reproducible; not for production)"
         guarantees.insert(0, label_dp_guarantee(priv.epsilon, dataset.n_classes, noise_source))
@@ -1168,26 +1199,34 @@ def _execute_vertical(spec: ExperimentSpec, run_dir: Path, hooks: Hooks, started
             "the parties' columns, embeddings and the intersection cross without a formal guarantee (label DP "
             "covers the labels only)", threat_model=VERTICAL_THREAT)
         log.info("label DP: %d of %d training labels changed by randomized response at epsilon %g",
-                 int((y_train != y).sum()), len(y), priv.epsilon)
+                 int((y_train != held).sum()), len(y), priv.epsilon)
     model = split_model([len(c) for c in columns], dataset.n_classes, seed=spec.seed, **widths)
     t_ = spec.train
     settings = {"epochs": t_.epochs, "batch_size": t_.batch_size, "lr": t_.lr, "momentum": t_.momentum,
                 "weight_decay": t_.weight_decay, "lr_schedule": t_.lr_schedule, "seed": spec.seed}
     if hooks.on_start:
         hooks.on_start(t_.epochs, 0)
-    history, leakage = train_split(model, VerticalData(train, y_train, test, y_test), attack_labels=y,
-                                   on_epoch=hooks.on_round, **settings)
+    split = train_split(model, VerticalData(train, y_train, test, y_test), attack_labels=held, knowable=~canaries,
+                        on_epoch=hooks.on_round, **settings)
+    history, leakage = split.history, split.leakage
     # The label party alone, on its own columns: what the collaboration is worth.
     alone_model = split_model([len(columns[0])], dataset.n_classes, seed=spec.seed, **widths)
-    alone, _ = train_split(alone_model, VerticalData(train[:1], y, test[:1], y_test), leak_party=None, **settings)
+    alone = train_split(alone_model, VerticalData(train[:1], held, test[:1], y_test), leak_party=None,
+                        **settings).history
     from unseen.attacks.label_leakage import THREAT_MODEL as LEAK_THREAT
 
-    audit = {f"label_leakage_{name}": {**r.to_dict(), "threat_model": LEAK_THREAT,
-                                       "roc": {"fpr": r.fpr.tolist(), "tpr": r.tpr.tolist()}}
-             for name, r in leakage.items()}
+    # No eps-hat from these: the features predict the labels whatever the mechanism (label canaries below do).
+    audit: dict[str, Any] = {
+        f"label_leakage_{name}": {**r.to_dict(), "epsilon_lower_bound": None, "threat_model": LEAK_THREAT,
+                                  "roc": {"fpr": r.fpr.tolist(), "tpr": r.tpr.tolist()}}
+        for name, r in leakage.items()}
+    if canaries.any():
+        audit["canary"] = _label_canary_audit(split.scores, canaries, held.numpy(), guarantees)
     final = history[-1]
     results: dict[str, Any] = {
-        "audit": audit, "name": spec.name, "status": "completed", "mode": spec.mode, "seed": spec.seed,
+        "audit": audit, "name": spec.name,
+        "status": "privacy_violation" if audit.get("canary", {}).get("violation") else "completed",
+        "mode": spec.mode, "seed": spec.seed,
         "versions": _versions(), "spec": spec.model_dump(mode="json"),
         "dataset": {"name": dataset.name, "train_samples": len(dataset.train), "test_samples": len(dataset.test),
                     "classes": dataset.n_classes, "input_shape": list(dataset.input_shape),

@@ -95,7 +95,8 @@ def run_sweep(
             "bytes": results["costs"]["bytes_up"] + results["costs"]["bytes_down"],
             # Attack success: the strongest audited attack's AUC and empirical epsilon, if any ran.
             "attack_auc": max((a["auc"] for a in audits.values() if "auc" in a), default=None),
-            "eps_hat": max((a["epsilon_lower_bound"] for a in audits.values() if "epsilon_lower_bound" in a),
+            "eps_hat": max((a["epsilon_lower_bound"] for a in audits.values()
+                            if a.get("epsilon_lower_bound") is not None),
                            default=None),
         })
     summary = summarize(rows, keys)

@@ -21,7 +21,7 @@ def test_split_training_gives_the_weights_of_training_the_joined_model():
     xs, y = _data()
     settings = dict(epochs=2, batch_size=32, lr=0.1, momentum=0.9, weight_decay=1e-3, lr_schedule="cosine", seed=3)
     split = split_model([5, 3, 2], 2, seed=7)
-    history, _ = train_split(split, VerticalData(xs, y, xs, y), **settings)
+    history = train_split(split, VerticalData(xs, y, xs, y), **settings).history
 
     joined = split_model([5, 3, 2], 2, seed=7)  # the same initial weights, trained in one place
     opt = torch.optim.SGD(joined.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3)
@@ -43,8 +43,8 @@ def test_split_training_gives_the_weights_of_training_the_joined_model():
 
 def test_bytes_are_those_of_the_embeddings_gradients_and_batch_ids():
     xs, y = _data(n=100)
-    history, _ = train_split(split_model([5, 3, 2], 2, embedding=4, seed=0), VerticalData(xs, y, xs, y),
-                             epochs=1, batch_size=25, lr=0.1)
+    history = train_split(split_model([5, 3, 2], 2, embedding=4, seed=0), VerticalData(xs, y, xs, y),
+                          epochs=1, batch_size=25, lr=0.1).history
     header = 128  # .npy header of these small arrays
     # 4 batches x 2 passive parties: a 25 x 4 float32 embedding up; ids (int64) and a gradient down.
     assert history[0]["bytes_up"] == 4 * 2 * (header + 25 * 4 * 4)

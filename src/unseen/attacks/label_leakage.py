@@ -11,7 +11,10 @@ Protection in Two-party Split Learning", ICLR 2022) give two scores a passive pa
   same batch: for binary cross-entropy, the gradients of the two classes point in opposite directions.
 
 Both return scores where higher means "more likely positive"; :func:`unseen.audit.audit_scores` turns
-them into an ROC curve and AUC (positives as "members").
+them into an ROC curve and AUC (positives as "members"). Its empirical epsilon is **not** a lower bound
+on label DP here: the scores also reflect the features, which predict the labels whatever the
+mechanism. A valid audit scores *label canaries*, people whose labels were drawn at random, independent
+of their features (``audit.canaries`` in vertical runs; Steinke et al. 2023's one-run audit).
 """
 
 from __future__ import annotations
@@ -29,12 +32,13 @@ def norm_scores(gradients: np.ndarray) -> np.ndarray:
 
 
 def cosine_scores(gradients: np.ndarray, batches: np.ndarray, labels: np.ndarray,
-                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """The cosine attack, with the attacker knowing one positive person per batch (chosen at random).
+                  rng: np.random.Generator, knowable: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The cosine attack, with the attacker knowing one positive person per batch (chosen at random
+    among the ``knowable`` people, default everyone).
 
     Returns (scores, scored): the cosine similarity of each gradient with the known positive's gradient
     of its batch, and a mask of the people scored (not the known ones, and only in batches that have a
-    positive). ``labels`` only choose the known positive; the scores themselves use gradients alone.
+    knowable positive). ``labels`` only choose the known positive; the scores use gradients alone.
     """
     g = np.asarray(gradients, dtype=np.float64)
     unit = g / np.maximum(np.linalg.norm(g, axis=1, keepdims=True), 1e-30)
@@ -42,7 +46,7 @@ def cosine_scores(gradients: np.ndarray, batches: np.ndarray, labels: np.ndarray
     scored = np.zeros(len(g), dtype=bool)
     for b in np.unique(batches):
         members = np.flatnonzero(batches == b)
-        positives = members[labels[members] == 1]
+        positives = members[(labels[members] == 1) & (True if knowable is None else knowable[members])]
         if len(positives) == 0:
             continue
         known = rng.choice(positives)

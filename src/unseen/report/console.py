@@ -131,7 +131,7 @@ def audit_table(audit: dict[str, Any]) -> Table:
             continue
         table.add_row(name, str(a.get("references", 0)), f"{a['n_members']} / {a['n_nonmembers']}", f"{a['auc']:.3f}",
                       f"{a['tpr_at_fpr']['0.01']['tpr']:.3f}", f"{a['tpr_at_fpr']['0.001']['tpr']:.3f}",
-                      f"{a['epsilon_lower_bound']:.3f}")
+                      "-" if a["epsilon_lower_bound"] is None else f"{a['epsilon_lower_bound']:.3f}")
     return table
 
 

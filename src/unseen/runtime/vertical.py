@@ -35,19 +35,33 @@ class VerticalData:
     y_test: torch.Tensor
 
 
-def _attack_scores(gradients: list[np.ndarray], batches: list[np.ndarray], labels: np.ndarray,
-                   seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """The norm and cosine attacks' scores of the positives and of the negatives, on one epoch of the
-    gradients a passive party received (two classes only)."""
+@dataclass
+class SplitResult:
+    """Per-epoch history; the last epoch's leakage audits; and its attack scores per aligned person
+    (name -> (score by row, mask of the rows scored)), e.g. for a label-canary audit."""
+
+    history: list[dict[str, Any]]
+    leakage: dict[str, AuditResult]
+    scores: dict[str, tuple[np.ndarray, np.ndarray]]
+
+
+def _attack_scores(gradients: list[np.ndarray], batches: list[np.ndarray], rows: np.ndarray, labels: np.ndarray,
+                   knowable: np.ndarray, seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The norm and cosine attacks on one epoch of the gradients a passive party received (two classes
+    only): for each, a score per aligned person (indexed by row) and the mask of people it scored."""
+    n = len(knowable)
     if labels.min() == labels.max() or int(labels.max()) > 1:
         return {}
     g = np.concatenate(gradients)
-    norm = norm_scores(g)
-    out = {"norm": (norm[labels == 1], norm[labels == 0])}
-    cosine, scored = cosine_scores(g, np.concatenate(batches), labels, np.random.default_rng(seed))
-    cs, cl = cosine[scored], labels[scored]
-    if cl.min() != cl.max():
-        out["cosine"] = (cs[cl == 1], cs[cl == 0])
+    out = {}
+    for name, (scores, scored) in (
+        ("norm", (norm_scores(g), np.ones(len(g), dtype=bool))),
+        ("cosine", cosine_scores(g, np.concatenate(batches), labels[rows], np.random.default_rng(seed),
+                                 knowable[rows])),
+    ):
+        by_row, mask = np.zeros(n), np.zeros(n, dtype=bool)
+        by_row[rows[scored]], mask[rows[scored]] = scores[scored], True
+        out[name] = (by_row, mask)
     return out
 
 
@@ -59,15 +73,17 @@ def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
 def train_split(model: SplitModel, data: VerticalData, *, epochs: int, batch_size: int, lr: float,
                 momentum: float = 0.0, weight_decay: float = 0.0, lr_schedule: str = "constant", seed: int = 0,
                 leak_party: int | None = 1, attack_labels: torch.Tensor | None = None,
-                on_epoch: Callable[[dict[str, Any]], None] | None = None
-                ) -> tuple[list[dict[str, Any]], dict[str, AuditResult]]:
+                knowable: np.ndarray | None = None,
+                on_epoch: Callable[[dict[str, Any]], None] | None = None) -> SplitResult:
     """Train ``model`` with SGD, each party with its own optimizer (``lr_schedule``: "constant", or
     "cosine" decay to 0 over the epochs).
 
     Returns one history entry per epoch, and the label-leakage attacks on the last epoch: the gradients
     that ``leak_party`` (a passive party) received, scored by the norm and cosine attacks (None, or a
     single-party model: no attack), judged against ``attack_labels`` (default: the training labels; under
-    label DP, the true labels, which training never saw). Each epoch's entry has the attacks' AUCs.
+    label DP, the labels before randomization, which training never saw). The cosine attacker knows one
+    positive per batch among the ``knowable`` people (default: everyone; label canaries are not).
+    Each epoch's entry has the attacks' AUCs.
     """
     parties = len(model.bottoms)
     optimizers = [torch.optim.SGD(m.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
@@ -75,6 +91,9 @@ def train_split(model: SplitModel, data: VerticalData, *, epochs: int, batch_siz
     n = len(data.y_train)
     history = []
     leakage: dict[str, AuditResult] = {}
+    last: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    truth = (data.y_train if attack_labels is None else attack_labels).numpy()
+    knowable = np.ones(n, dtype=bool) if knowable is None else knowable
     model.train(True)
     for epoch in range(1, epochs + 1):
         started = time.perf_counter()
@@ -121,18 +140,17 @@ def train_split(model: SplitModel, data: VerticalData, *, epochs: int, batch_siz
             "seconds": train_seconds, "bytes_up": up, "bytes_down": down,
         }
         if seen_grads:
-            truth = data.y_train if attack_labels is None else attack_labels
-            labels = truth[np.concatenate(seen_rows)].numpy()
-            scores = _attack_scores(seen_grads, seen_batches, labels, seed + epoch)
-            entry["label_leakage_auc"] = {  # the AUC alone each epoch; the full audit (ROC, eps-hat) at the end
-                name: float(roc_auc_score(np.r_[np.ones(len(pos)), np.zeros(len(neg))], np.r_[pos, neg]))
-                for name, (pos, neg) in scores.items()}
+            last = _attack_scores(seen_grads, seen_batches, np.concatenate(seen_rows), truth, knowable, seed + epoch)
+            entry["label_leakage_auc"] = {  # the AUC alone each epoch; the full ROC at the end
+                name: float(roc_auc_score(truth[mask], scores[mask])) for name, (scores, mask) in last.items()
+                if len(np.unique(truth[mask])) == 2}
             if epoch == epochs:
-                leakage = {name: audit_scores(pos, neg) for name, (pos, neg) in scores.items()}
+                leakage = {name: audit_scores(scores[mask & (truth == 1)], scores[mask & (truth == 0)])
+                           for name, (scores, mask) in last.items()}
         history.append(entry)
         if on_epoch is not None:
             on_epoch(entry)
-    return history, leakage
+    return SplitResult(history, leakage, last)
 
 
 def select_columns(x: torch.Tensor, columns: Sequence[np.ndarray]) -> list[torch.Tensor]:
@@ -140,4 +158,4 @@ def select_columns(x: torch.Tensor, columns: Sequence[np.ndarray]) -> list[torch
     return [x[:, c].contiguous() for c in columns]
 
 
-__all__ = ["VerticalData", "epoch_order", "select_columns", "train_split"]
+__all__ = ["SplitResult", "VerticalData", "epoch_order", "select_columns", "train_split"]
