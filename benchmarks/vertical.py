@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import statistics
@@ -42,6 +41,7 @@ def plain_joined(xs, y, xs_test, y_test, spec, seed: int) -> tuple[float, float]
     import torch
     from torch.nn import functional as F
 
+    from unseen.federated.client import cosine_factor
     from unseen.federated.vertical import evaluate_split, split_model
     from unseen.runtime.vertical import epoch_order
 
@@ -53,7 +53,7 @@ def plain_joined(xs, y, xs_test, y_test, spec, seed: int) -> tuple[float, float]
     for epoch in range(1, t.epochs + 1):
         if t.lr_schedule == "cosine":
             for group in opt.param_groups:
-                group["lr"] = t.lr * 0.5 * (1 + math.cos(math.pi * (epoch - 1) / t.epochs))
+                group["lr"] = t.lr * cosine_factor(epoch, t.epochs)
         order = epoch_order(len(y), seed, epoch)
         for s in range(0, len(y), t.batch_size):
             idx = order[s : s + t.batch_size]

@@ -9,6 +9,7 @@ from one epoch to the next, as a plain training loop does.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
@@ -38,6 +39,11 @@ class LocalTraining:
     optimizer: str = "sgd"
     augment: str = "none"
     sam_rho: float = 0.0
+
+
+def cosine_factor(index: int, total: int) -> float:
+    """The learning-rate multiplier of cosine decay at round or epoch ``index`` (1-based) of ``total``."""
+    return 0.5 * (1 + math.cos(math.pi * (index - 1) / max(total, 1)))
 
 
 def make_optimizer(params: Iterable[torch.Tensor], config: LocalTraining) -> torch.optim.Optimizer:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import gc
 import logging
-import math
 import multiprocessing
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -28,7 +27,7 @@ import torch
 
 from unseen.errors import SpecError
 from unseen.federated.adversary import corrupt
-from unseen.federated.client import ClientResult, LocalTraining, OptimizerState, local_update
+from unseen.federated.client import ClientResult, LocalTraining, OptimizerState, cosine_factor, local_update
 from unseen.federated.vectorized import local_updates, why_not_vectorized
 from unseen.privacy.dpsgd import dp_sgd_update
 
@@ -64,8 +63,7 @@ def client_update(plan: SimulationPlan, params: torch.Tensor, c: int, gen: torch
 def local_for_round(plan: SimulationPlan, round_index: int) -> LocalTraining:
     """The clients' training settings in one round: the learning rate follows ``plan.lr_schedule``."""
     if plan.lr_schedule == "cosine":
-        factor = 0.5 * (1 + math.cos(math.pi * (round_index - 1) / max(plan.rounds, 1)))
-        return dataclasses.replace(plan.local, lr=plan.local.lr * factor)
+        return dataclasses.replace(plan.local, lr=plan.local.lr * cosine_factor(round_index, plan.rounds))
     return plan.local
 
 

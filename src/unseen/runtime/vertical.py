@@ -9,7 +9,6 @@ which is what the label-leakage attack is given.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from sklearn.metrics import roc_auc_score
 
 from unseen.attacks.label_leakage import cosine_scores, norm_scores
 from unseen.audit import AuditResult, audit_scores
+from unseen.federated.client import cosine_factor
 from unseen.federated.vertical import SplitModel, bottom_forward, bottom_step, evaluate_split, top_step
 from unseen.runtime.wire import decode, encode
 
@@ -100,7 +100,7 @@ def train_split(model: SplitModel, data: VerticalData, *, epochs: int, batch_siz
         if lr_schedule == "cosine":  # every party decays its learning rate on the same schedule
             for opt in optimizers:
                 for group in opt.param_groups:
-                    group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * (epoch - 1) / epochs))
+                    group["lr"] = lr * cosine_factor(epoch, epochs)
         order = epoch_order(n, seed, epoch)
         up = down = 0
         losses = []
