@@ -76,8 +76,6 @@ def main() -> None:
 
     import unseen
     from unseen import experiment
-    from unseen.crypto.psi import align
-    from unseen.data.vertical import party_columns, party_records
     from unseen.runtime.vertical import select_columns
 
     # Warm-up: the first optimizer step of a process imports parts of torch (about 0.7 s here); neither
@@ -90,20 +88,14 @@ def main() -> None:
         spec = experiment.load_spec(ROOT.parent / "examples" / "vertical_adult.toml", [f"seed={seed}"])
         with tempfile.TemporaryDirectory() as tmp:
             r = experiment.run(spec, output_dir=tmp).results
-        # The same aligned people and columns, rebuilt for the plain loop (the intersection does not depend on keys).
+        # The same aligned people and columns for the plain loop (PSI runs again: the intersection does not
+        # depend on its keys, so the people are the same).
         ds = experiment.load_dataset(spec)
-        columns = party_columns(ds.feature_names, spec.vertical.parties)
-        held, ids = party_records(len(ds.train), len(columns), spec.vertical.overlap, seed)
-        a = align(ids)
-        x = torch.from_numpy(ds.train.x)
-        people = [torch.from_numpy(held[p][a.rows[p]]) for p in range(len(columns))]
-        xs = [x[people[p]][:, columns[p]] for p in range(len(columns))]
-        y = torch.from_numpy(ds.train.y)[people[0]]
-        xs_test = select_columns(torch.from_numpy(ds.test.x), columns)
-        y_test = torch.from_numpy(ds.test.y)
-        plain_acc, plain_seconds = plain_joined(xs, y, xs_test, y_test, spec, seed)
-        everyone_acc, _ = plain_joined(select_columns(x, columns), torch.from_numpy(ds.train.y), xs_test, y_test,
-                                       spec, seed)
+        tables = experiment.vertical_tables(spec, ds)
+        d = tables.data
+        plain_acc, plain_seconds = plain_joined(d.train, d.y_train, d.test, d.y_test, spec, seed)
+        everyone_acc, _ = plain_joined(select_columns(torch.from_numpy(ds.train.x), tables.columns),
+                                       torch.from_numpy(ds.train.y), d.test, d.y_test, spec, seed)
         epochs = r["rounds"]
         row = {
             "seed": seed, "aligned_people": r["vertical"]["aligned_people"], "train_people": len(ds.train),

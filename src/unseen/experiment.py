@@ -1145,20 +1145,31 @@ def _label_canary_audit(scores: dict[str, tuple[np.ndarray, np.ndarray]], canari
     return {**audit.to_dict(), "threat_model": LABEL_CANARY_THREAT}
 
 
-def _execute_vertical(spec: ExperimentSpec, run_dir: Path, hooks: Hooks, started: float) -> RunResult:
-    """A vertical run: align the parties' records with PSI, train a split network, attack its labels."""
+@dataclass
+class VerticalTables:
+    """What a vertical run trains on: each party's encoded columns (``columns``), the training rows each
+    party holds (``party_rows``), their PSI alignment and its seconds, and the aligned data (``data``: the
+    parties' columns of the common people in one order, their labels, and the test columns)."""
+
+    columns: list[np.ndarray]
+    party_rows: list[np.ndarray]
+    aligned: Any  # unseen.crypto.psi.Alignment (imported lazily: the psi extra is optional)
+    psi_seconds: float
+    data: Any  # unseen.runtime.vertical.VerticalData
+
+
+def vertical_tables(spec: ExperimentSpec, dataset: Dataset) -> VerticalTables:
+    """Give each party its columns and people as ``spec.vertical`` says, and align them with PSI."""
     from unseen.crypto.psi import align
     from unseen.data.vertical import party_columns, party_records
-    from unseen.federated.vertical import split_model
-    from unseen.runtime.vertical import VerticalData, select_columns, train_split
+    from unseen.runtime.vertical import VerticalData, select_columns
 
-    dataset = load_dataset(spec)
     if len(dataset.input_shape) != 1 or not dataset.feature_names:
         raise SpecError(f"mode = 'vertical' splits a table's columns between parties; {dataset.name!r} is not a "
                         "table: use adult, heart_disease, breast_cancer or your own file")
     v = spec.vertical
     columns = party_columns(dataset.feature_names, v.parties)
-    rows, ids = party_records(len(dataset.train), len(columns), v.overlap, spec.seed)
+    party_rows, ids = party_records(len(dataset.train), len(columns), v.overlap, spec.seed)
     t = time.perf_counter()
     aligned = align(ids)
     psi_seconds = time.perf_counter() - t
@@ -1167,11 +1178,23 @@ def _execute_vertical(spec: ExperimentSpec, run_dir: Path, hooks: Hooks, started
     log.info("PSI aligned %d people held by all %d parties (%.1f s, %d bytes)", len(aligned.ids), len(columns),
              psi_seconds, aligned.bytes)
     x = torch.from_numpy(dataset.train.x)
-    people = [torch.from_numpy(rows[p][aligned.rows[p]]) for p in range(len(columns))]
-    train = [x[people[p]][:, columns[p]] for p in range(len(columns))]
-    y = torch.from_numpy(dataset.train.y)[people[0]]
-    test = select_columns(torch.from_numpy(dataset.test.x), columns)
-    y_test = torch.from_numpy(dataset.test.y)
+    people = [torch.from_numpy(party_rows[p][aligned.rows[p]]) for p in range(len(columns))]
+    data = VerticalData([x[people[p]][:, columns[p]] for p in range(len(columns))],
+                        torch.from_numpy(dataset.train.y)[people[0]],
+                        select_columns(torch.from_numpy(dataset.test.x), columns), torch.from_numpy(dataset.test.y))
+    return VerticalTables(columns, party_rows, aligned, psi_seconds, data)
+
+
+def _execute_vertical(spec: ExperimentSpec, run_dir: Path, hooks: Hooks, started: float) -> RunResult:
+    """A vertical run: align the parties' records with PSI, train a split network, attack its labels."""
+    from unseen.federated.vertical import split_model
+    from unseen.runtime.vertical import VerticalData, train_split
+
+    dataset = load_dataset(spec)
+    v = spec.vertical
+    tables = vertical_tables(spec, dataset)
+    columns, rows, aligned, psi_seconds = tables.columns, tables.party_rows, tables.aligned, tables.psi_seconds
+    train, y, test, y_test = tables.data.train, tables.data.y_train, tables.data.test, tables.data.y_test
     widths = {"embedding": v.embedding, "bottom_hidden": v.bottom_hidden, "top_hidden": v.top_hidden}
     guarantees = [PrivacyGuarantee.none("split learning: embeddings and cut-layer gradients cross in the clear",
                                         threat_model=VERTICAL_THREAT)]
