@@ -617,9 +617,13 @@ def _with_prior(plan: SimulationPlan, guarantees: list[PrivacyGuarantee]) -> lis
             if g.is_formal else g for g in guarantees]
 
 
+def _noise_source(priv: PrivacySpec) -> str:
+    return "OS CSPRNG" if priv.secure_rng else "seeded PRNG (reproducible; not for production)"
+
+
 def _privacy_guarantees(spec: ExperimentSpec, plan: SimulationPlan, state: SimulationState) -> list[PrivacyGuarantee]:
     priv = spec.privacy
-    noise_source = "OS CSPRNG" if priv.secure_rng else "seeded PRNG (reproducible; not for production)"
+    noise_source = _noise_source(priv)
     if plan.dp_fedavg is not None and plan.budget is not None and plan.dp_fedavg.distributed:
         dp, delta, secure = plan.dp_fedavg, plan.budget[1], plan.secure
         ledger = state.ledgers["user"]
@@ -1196,8 +1200,6 @@ def _execute_vertical(spec: ExperimentSpec, run_dir: Path, hooks: Hooks, started
     columns, rows, aligned, psi_seconds = tables.columns, tables.party_rows, tables.aligned, tables.psi_seconds
     train, y, test, y_test = tables.data.train, tables.data.y_train, tables.data.test, tables.data.y_test
     widths = {"embedding": v.embedding, "bottom_hidden": v.bottom_hidden, "top_hidden": v.top_hidden}
-    guarantees = [PrivacyGuarantee.none("split learning: embeddings and cut-layer gradients cross in the clear",
-                                        threat_model=VERTICAL_THREAT)]
     held = y.clone()  # the labels as the label party holds them (label canaries included)
     canaries = np.zeros(len(y), dtype=bool)
     if spec.audit.canaries:
@@ -1210,17 +1212,17 @@ def _execute_vertical(spec: ExperimentSpec, run_dir: Path, hooks: Hooks, started
         held[torch.from_numpy(canaries)] = torch.from_numpy(crng.integers(0, 2, int(canaries.sum())))
     y_train = held  # what training sees: the labels, or their randomized response under label DP
     priv = spec.privacy
+    guarantees = [PrivacyGuarantee.none("split learning: embeddings and cut-layer gradients cross in the clear",
+                                        threat_model=VERTICAL_THREAT)]
     if priv.mechanism == "randomized_response":
         from unseen.privacy.label_dp import label_dp_guarantee, randomized_response
 
         rng = np.random.default_rng([spec.seed, 11])
         y_train = torch.from_numpy(randomized_response(held.numpy(), dataset.n_classes, priv.epsilon, rng=rng,
                                                        secure=priv.secure_rng))
-        noise_source = "OS CSPRNG" if priv.secure_rng else "seeded PRNG (reproducible; not for production)"
-        guarantees.insert(0, label_dp_guarantee(priv.epsilon, dataset.n_classes, noise_source))
-        guarantees[1] = PrivacyGuarantee.none(
+        guarantees = [label_dp_guarantee(priv.epsilon, dataset.n_classes, _noise_source(priv)), PrivacyGuarantee.none(
             "the parties' columns, embeddings and the intersection cross without a formal guarantee (label DP "
-            "covers the labels only)", threat_model=VERTICAL_THREAT)
+            "covers the labels only)", threat_model=VERTICAL_THREAT)]
         log.info("label DP: %d of %d training labels changed by randomized response at epsilon %g",
                  int((y_train != held).sum()), len(y), priv.epsilon)
     model = split_model([len(c) for c in columns], dataset.n_classes, seed=spec.seed, **widths)
